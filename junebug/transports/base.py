@@ -1,0 +1,152 @@
+"""The transport contract: what a channel type implements, and what it is given.
+
+A transport owns the wire (a TCP listener, an SMPP bind, an HTTP endpoint...).
+It never talks to applications: it turns wire traffic into vumi messages on the
+bus and turns outbound vumi messages into wire traffic, publishing an event for
+each (ack / nack / delivery_report) and status events for its connection.
+
+Adding a channel type is one subclass of ``Transport`` with a ``CONFIG_SCHEMA``,
+registered under a type name (``junebug.transports.registry``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+from twisted.internet.interfaces import IReactorCore, IReactorTime
+
+from junebug import messages
+from junebug.bus.base import MessageBus, event_key, inbound_key, status_key
+
+
+@attrs.define
+class TransportContext:
+    """Everything the gateway hands a transport; transports read no globals."""
+
+    channel_id: str
+    bus: MessageBus
+    clock: IReactorTime
+    log: Any  #: a ``junebug.logs.ChannelLog``
+    reactor: IReactorCore | None = None
+    #: A txredisapi connection for transports that keep state (SMPP ids, USSD sessions).
+    redis: Any = None
+    #: Prefix for every Redis key the transport writes: ``<prefix><channel_id>:...``.
+    redis_prefix: str = ""
+    #: Called by the transport when outbound sending should pause or resume.
+    set_outbound_paused: Any = None
+
+
+class Transport:
+    """Base class for channel types.
+
+    Subclasses set ``transport_type`` and ``CONFIG_SCHEMA`` and implement
+    ``setup``, ``teardown`` and ``handle_outbound``. ``config`` is the channel's
+    ``config`` object, already validated against ``CONFIG_SCHEMA``.
+    """
+
+    #: vumi transport_type of inbound messages (``sms``, ``ussd``, ``telnet``...).
+    transport_type: ClassVar[str] = "unknown"
+    #: JSON schema of the channel's ``config`` object.
+    CONFIG_SCHEMA: ClassVar[dict[str, Any]] = {"type": "object"}
+    #: Keys of ``config`` that are secrets and must never be logged or echoed in logs.
+    SECRET_KEYS: ClassVar[frozenset[str]] = frozenset({"password", "secret", "token"})
+    #: Transports that must connect before sending start with outbound paused
+    #: and call ``resume_outbound`` once connected.
+    START_PAUSED: ClassVar[bool] = False
+
+    def __init__(self, context: TransportContext, config: dict[str, Any]) -> None:
+        self.context = context
+        self.config = config
+        self.channel_id = context.channel_id
+        self.clock = context.clock
+        self.log = context.log
+
+    # -- what subclasses implement --------------------------------------------------
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> list[str]:
+        """Extra checks beyond ``CONFIG_SCHEMA``; return human-readable problems."""
+        return []
+
+    @classmethod
+    def web_endpoint(cls, config: dict[str, Any]) -> tuple[str, int] | None:
+        """(web_path, web_port) for HTTP-based channels that a proxy may expose."""
+        path, port = config.get("web_path"), config.get("web_port")
+        if path is None or port is None:
+            return None
+        return path, port
+
+    async def setup(self) -> None:
+        """Open the wire (listen, connect, bind). Called once when the channel starts."""
+
+    async def teardown(self) -> None:
+        """Close the wire and release ports. Must be safe after a failed ``setup``."""
+
+    async def handle_outbound(self, message: dict[str, Any]) -> None:
+        """Send one outbound vumi message and publish its ack or nack.
+
+        Raising means the message could not be handled at all: the worker logs
+        it, publishes a nack with the error and acknowledges the bus message.
+        """
+        raise NotImplementedError
+
+    # -- helpers for subclasses -----------------------------------------------------
+
+    def make_inbound(self, **fields: Any) -> dict[str, Any]:
+        fields.setdefault("transport_type", self.transport_type)
+        return messages.user_message(transport_name=self.channel_id, clock=self.clock, **fields)
+
+    async def publish_inbound(self, **fields: Any) -> dict[str, Any]:
+        message = self.make_inbound(**fields)
+        await self.context.bus.publish(inbound_key(self.channel_id), message)
+        return message
+
+    async def publish_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        await self.context.bus.publish(event_key(self.channel_id), event)
+        return event
+
+    async def publish_ack(self, message_id: str, sent_message_id: str) -> dict[str, Any]:
+        return await self.publish_event(
+            messages.ack(
+                message_id, sent_message_id, transport_name=self.channel_id, clock=self.clock
+            )
+        )
+
+    async def publish_nack(self, message_id: str, reason: str) -> dict[str, Any]:
+        return await self.publish_event(
+            messages.nack(message_id, reason, transport_name=self.channel_id, clock=self.clock)
+        )
+
+    async def publish_delivery_report(
+        self, message_id: str, delivery_status: str, **extra: Any
+    ) -> dict[str, Any]:
+        return await self.publish_event(
+            messages.delivery_report(
+                message_id,
+                delivery_status,
+                transport_name=self.channel_id,
+                clock=self.clock,
+                **extra,
+            )
+        )
+
+    async def publish_status(
+        self,
+        component: str,
+        level: str,
+        type: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        payload = messages.status(component, level, type, message, details, clock=self.clock)
+        await self.context.bus.publish(status_key(self.channel_id), payload)
+        return payload
+
+    def pause_outbound(self) -> None:
+        if self.context.set_outbound_paused is not None:
+            self.context.set_outbound_paused(True)
+
+    def resume_outbound(self) -> None:
+        if self.context.set_outbound_paused is not None:
+            self.context.set_outbound_paused(False)
