@@ -1,0 +1,120 @@
+"""Routes for a channel's messages: send (or reply), and read a message's status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from junebug import messages
+from junebug.api.envelope import respond
+from junebug.api.errors import (
+    AmqpConnectionError,
+    ApiUsageError,
+    MessageNotFound,
+    MessageTooLong,
+    UnknownMessage,
+)
+from junebug.api.schemas import MESSAGE_SEND, parse_object
+from junebug.bus.base import BusUnavailable, outbound_key
+
+
+def register(app: Any, api: Any) -> None:
+    manager = api.manager
+    backends = api.backends
+
+    @app.route("/channels/<string:channel_id>/messages/", methods=["POST"])
+    async def send_message(request: Any, channel_id: str) -> bytes:
+        channel = await manager.get(channel_id)
+        body = parse_object(request, MESSAGE_SEND)
+        require_destination(channel)
+        message = await build_outbound(backends, channel.id, channel.id, body)
+        check_length(message, channel.character_limit)
+        await send(backends, channel.id, body, message)
+        return respond(request, 201, "message submitted", messages.api_from_message(message))
+
+    @app.route("/channels/<string:channel_id>/messages/<string:message_id>", methods=["GET"])
+    async def message_status(request: Any, channel_id: str, message_id: str) -> bytes:
+        channel = await manager.get(channel_id)
+        require_destination(channel)
+        result = await message_status_of(backends, channel.id, channel.id, message_id)
+        return respond(request, 200, "message status", result)
+
+
+def require_destination(channel: Any) -> None:
+    if not channel.has_destination:
+        raise ApiUsageError(
+            'This channel has no "mo_url" or "amqp_queue": give it one of them to send '
+            "and read messages through it"
+        )
+
+
+async def build_outbound(
+    backends: Any, channel_id: str, inbound_owner: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The outbound vumi message for an API send body (a reply when reply_to resolves)."""
+    fields = messages.fields_from_api(body)
+    reply_to = body.get("reply_to")
+    clock = backends.clock
+    if reply_to is not None:
+        original = await backends.messages.load_inbound(inbound_owner, reply_to)
+        if original is not None:
+            continue_session = fields.pop("continue_session", True)
+            return messages.reply(
+                original,
+                fields.pop("content"),
+                continue_session=continue_session,
+                session_event=fields.pop("session_event", None),
+                helper_metadata=fields.pop("helper_metadata"),
+                clock=clock,
+                **fields,
+            )
+        if not (body.get("to") and backends.config.allow_expired_replies):
+            raise MessageNotFound(f"Inbound message with id {reply_to} not found")
+    elif body.get("to") is None:
+        raise ApiUsageError('Either "to" or "reply_to" must be specified')
+    return messages.user_message(
+        to_addr=body.get("to"),
+        from_addr=body.get("from"),
+        group=body.get("group"),
+        transport_name=channel_id,
+        clock=clock,
+        **fields,
+    )
+
+
+def check_length(message: dict[str, Any], limit: int | None) -> None:
+    content = message.get("content")
+    if limit is not None and isinstance(content, str) and len(content) > limit:
+        raise MessageTooLong(
+            f"content: message content {content[:20]!r}... is of length {len(content)}, "
+            f"which is greater than the character limit of {limit}"
+        )
+
+
+async def send(
+    backends: Any, channel_id: str, body: dict[str, Any], message: dict[str, Any]
+) -> None:
+    """Store the outbound record (so events find their event_url), then publish."""
+    record = {**body, **messages.api_from_message(message)}
+    await backends.messages.store_outbound(channel_id, record)
+    try:
+        await backends.bus.publish(outbound_key(channel_id), message)
+    except BusUnavailable as exc:
+        raise AmqpConnectionError(f"Message not sent, message bus unavailable: {exc}") from exc
+    await backends.rates.increment(channel_id, "outbound")
+
+
+async def message_status_of(
+    backends: Any, owner: str, channel_id: str, message_id: str
+) -> dict[str, Any]:
+    record = await backends.messages.load_outbound(owner, message_id)
+    events = await backends.messages.load_events(owner, message_id)
+    if record is None and not events:
+        raise UnknownMessage(f"Message {message_id!r} not found (or its events have expired)")
+    api_events = [messages.api_from_event(channel_id, e) for e in events]
+    last = api_events[-1] if api_events else None
+    return {
+        "id": message_id,
+        "last_event_type": last["event_type"] if last else None,
+        "last_event_timestamp": last["timestamp"] if last else None,
+        "events": api_events,
+    }

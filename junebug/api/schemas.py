@@ -1,0 +1,110 @@
+"""One JSON schema per request body, and validation that reports every problem."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from junebug.api.errors import ApiUsageError, JsonDecodeError
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_NULLABLE_COUNT = {"type": ["integer", "null"], "minimum": 0}
+_URL = {"type": ["string", "null"], "pattern": "^https?://", "format": "uri"}
+
+CHANNEL_PROPERTIES: dict[str, Any] = {
+    "type": {"type": "string", "minLength": 1, "description": "channel type, e.g. telnet"},
+    "label": {**_NULLABLE_STRING, "description": "user-defined label"},
+    "config": {"type": "object", "description": "settings for the channel type"},
+    "metadata": {"type": ["object", "null"], "description": "user-defined data"},
+    "status_url": {**_URL, "description": "where status events are POSTed"},
+    "mo_url": {**_URL, "description": "where inbound messages are POSTed"},
+    "mo_url_auth_token": {**_NULLABLE_STRING, "description": "token for mo_url"},
+    "amqp_queue": {
+        "type": ["string", "null"],
+        "pattern": "^[a-z0-9_.:-]+$",
+        "description": "AMQP routing key prefix for inbound, events and outbound",
+    },
+    "rate_limit_count": {**_NULLABLE_COUNT, "description": "messages per window"},
+    "rate_limit_window": {**_NULLABLE_COUNT, "description": "window in seconds"},
+    "character_limit": {**_NULLABLE_COUNT, "description": "longest content allowed"},
+    "public_http": {
+        "type": "object",
+        "description": "how a proxy exposes an HTTP-based channel (nginx plugin)",
+    },
+}
+
+CHANNEL_CREATE = {
+    "type": "object",
+    "properties": CHANNEL_PROPERTIES,
+    "required": ["type", "config"],
+    "additionalProperties": False,
+}
+
+CHANNEL_UPDATE = {
+    "type": "object",
+    "properties": CHANNEL_PROPERTIES,
+    "additionalProperties": False,
+}
+
+MESSAGE_SEND = {
+    "type": "object",
+    "properties": {
+        "to": {"type": "string", "minLength": 1, "description": "address to send to"},
+        "from": {**_NULLABLE_STRING, "description": "address sent from"},
+        "group": {**_NULLABLE_STRING, "description": "group to send to"},
+        "reply_to": {"type": "string", "minLength": 1, "description": "id of inbound to answer"},
+        "content": {**_NULLABLE_STRING, "description": "text of the message"},
+        "event_url": {**_URL, "description": "where this message's events are POSTed"},
+        "event_auth_token": {**_NULLABLE_STRING, "description": "token for event_url"},
+        "priority": {
+            "type": ["integer", "string", "null"],
+            "description": "delivery priority (accepted; ordering is not implemented yet)",
+        },
+        "channel_data": {"type": "object", "description": "channel-specific data"},
+    },
+    "required": ["content"],
+    "additionalProperties": False,
+}
+
+
+def _location(error: Any) -> str:
+    path = ".".join(str(part) for part in error.absolute_path)
+    return path or "body"
+
+
+def schema_errors(schema: dict[str, Any], body: Any) -> list[dict[str, Any]]:
+    """Every problem with ``body``, each naming the field, sorted by message."""
+    validator = Draft202012Validator(schema)
+    found = []
+    for error in validator.iter_errors(body):
+        found.append(
+            {
+                "type": "invalid_body",
+                "message": f"{_location(error)}: {error.message}",
+                "schema_path": [str(part) for part in error.absolute_schema_path],
+            }
+        )
+    return sorted(found, key=lambda e: e["message"])
+
+
+def validate(schema: dict[str, Any], body: Any) -> None:
+    errors = schema_errors(schema, body)
+    if errors:
+        raise ApiUsageError(errors[0]["message"], errors=errors)
+
+
+def parse_json_body(request: Any) -> Any:
+    raw = request.content.read()
+    try:
+        return json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise JsonDecodeError(f"request body is not valid JSON: {exc}") from exc
+
+
+def parse_object(request: Any, schema: dict[str, Any]) -> dict[str, Any]:
+    """The request's JSON object body, validated against ``schema``."""
+    body = parse_json_body(request)
+    validate(schema, body)
+    return body

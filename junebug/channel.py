@@ -1,0 +1,161 @@
+"""A channel: its properties and the lifecycle of its three workers.
+
+transport worker (the wire) -> bus -> forwarder (the application) and status worker.
+The forwarder runs only when the channel has somewhere to deliver (mo_url or
+amqp_queue); a channel without one is still useful as a router's source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from junebug import messages
+from junebug.store.status import worst_level
+from junebug.workers.forwarder import Destination, MessageForwarder
+from junebug.workers.status import StatusWorker
+from junebug.workers.transport import TransportWorker
+
+#: Properties whose change means the transport must restart.
+TRANSPORT_FIELDS = ("type", "config")
+#: Properties whose change means the forwarder must restart.
+DESTINATION_FIELDS = ("mo_url", "amqp_queue")
+
+
+class Channel:
+    def __init__(self, channel_id: str, properties: dict[str, Any], backends: Any) -> None:
+        self.id = channel_id
+        self.properties = properties
+        self.backends = backends
+        self.log = backends.open_log(channel_id)
+        self.transport_worker: TransportWorker | None = None
+        self.forwarder: MessageForwarder | None = None
+        self.status_worker: StatusWorker | None = None
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def destination(self) -> Destination:
+        return Destination(
+            mo_url=self.properties.get("mo_url"),
+            mo_url_auth_token=self.properties.get("mo_url_auth_token"),
+            amqp_queue=self.properties.get("amqp_queue"),
+        )
+
+    @property
+    def has_destination(self) -> bool:
+        return self.destination.configured
+
+    @property
+    def character_limit(self) -> int | None:
+        return self.properties.get("character_limit")
+
+    @property
+    def transport_class(self) -> type:
+        return self.backends.channel_types[self.properties["type"]]
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every worker; if one fails, stop those already started and re-raise."""
+        try:
+            await self._start_status_worker()
+            await self._start_forwarder()
+            await self._start_transport()
+        except Exception:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        await self._stop_transport()
+        await self._stop_forwarder()
+        if self.status_worker is not None:
+            await self.status_worker.stop()
+            self.status_worker = None
+
+    def close_log(self) -> None:
+        self.log.close()
+
+    async def update(self, properties: dict[str, Any]) -> None:
+        """Apply new (already validated) properties, restarting only what they affect."""
+        old = self.properties
+        self.properties = properties
+        if any(old.get(f) != properties.get(f) for f in TRANSPORT_FIELDS):
+            await self._stop_transport()
+            await self._start_transport()
+        if any(old.get(f) != properties.get(f) for f in DESTINATION_FIELDS):
+            await self._stop_forwarder()
+            await self._start_forwarder()
+
+    async def _start_status_worker(self) -> None:
+        b = self.backends
+        self.status_worker = StatusWorker(
+            self.id,
+            status_url=lambda: self.properties.get("status_url"),
+            bus=b.bus,
+            store=b.statuses,
+            poster=b.poster,
+            log=self.log,
+        )
+        await self.status_worker.start()
+
+    async def _start_forwarder(self) -> None:
+        if not self.has_destination:
+            return
+        b = self.backends
+        self.forwarder = MessageForwarder(
+            self.id,
+            destination=lambda: self.destination,
+            bus=b.bus,
+            store=b.messages,
+            rates=b.rates,
+            poster=b.poster,
+            log=self.log,
+        )
+        await self.forwarder.start()
+
+    async def _stop_forwarder(self) -> None:
+        if self.forwarder is not None:
+            await self.forwarder.stop()
+            self.forwarder = None
+
+    async def _start_transport(self) -> None:
+        b = self.backends
+        self.transport_worker = TransportWorker(
+            self.id,
+            self.transport_class,
+            self.properties.get("config") or {},
+            bus=b.bus,
+            clock=b.clock,
+            log=self.log,
+            redis=b.redis,
+            redis_prefix=b.keys.prefix,
+        )
+        try:
+            await self.transport_worker.start()
+        except Exception:
+            self.transport_worker = None
+            raise
+
+    async def _stop_transport(self) -> None:
+        if self.transport_worker is not None:
+            await self.transport_worker.stop()
+            self.transport_worker = None
+
+    # -- what the API shows -----------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        b = self.backends
+        components = await b.statuses.get_all(self.id)
+        result: dict[str, Any] = {
+            "status": worst_level([c["status"] for c in components.values()]),
+            "components": {
+                name: messages.api_from_status(self.id, payload)
+                for name, payload in components.items()
+            },
+        }
+        result.update(await b.rates.rates(self.id))
+        return result
+
+    async def view(self) -> dict[str, Any]:
+        """The channel as the API returns it: its properties, id and status."""
+        return {**self.properties, "id": self.id, "status": await self.status()}

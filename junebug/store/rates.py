@@ -1,0 +1,47 @@
+"""Message and event rates, counted in Redis so several processes add up.
+
+Counts go into bucket ``int(now / metric_window)`` (``<owner>:<label>:<bucket>``,
+expiring after two windows). The reported rate is the previous, complete bucket's
+count divided by the window: messages per second over the last whole window.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from junebug.store.redis import Keys
+
+#: Counter label -> the field of the channel status object that reports it.
+RATE_FIELDS = {
+    "inbound": "inbound_message_rate",
+    "outbound": "outbound_message_rate",
+    "submitted": "submitted_event_rate",
+    "rejected": "rejected_event_rate",
+    "delivery_succeeded": "delivery_succeeded_rate",
+    "delivery_failed": "delivery_failed_rate",
+    "delivery_pending": "delivery_pending_rate",
+}
+
+
+class RateCounter:
+    def __init__(self, redis: Any, keys: Keys, window: float, clock: Any) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.window = float(window)
+        self.clock = clock
+
+    def _bucket(self) -> int:
+        return int(self.clock.seconds() / self.window)
+
+    async def increment(self, owner: str, label: str) -> None:
+        key = self.keys(owner, label, str(self._bucket()))
+        await self.redis.incr(key)
+        await self.redis.expire(key, math.ceil(2 * self.window))
+
+    async def rate(self, owner: str, label: str) -> float:
+        raw = await self.redis.get(self.keys(owner, label, str(self._bucket() - 1)))
+        return int(raw) / self.window if raw else 0.0
+
+    async def rates(self, owner: str) -> dict[str, float]:
+        return {field: await self.rate(owner, label) for label, field in RATE_FIELDS.items()}

@@ -1,0 +1,137 @@
+"""Delivers a channel's (or router destination's) inbound messages and events to
+its application: stores them, POSTs them to mo_url / event_url, and republishes
+them on ``<amqp_queue>.inbound`` / ``.event`` for AMQP applications.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import attrs
+
+from junebug import messages
+from junebug.bus.base import MessageBus, event_key, inbound_key, outbound_key
+
+
+@attrs.define
+class Destination:
+    """Where an owner's traffic goes: the delivery half of a channel or destination."""
+
+    mo_url: str | None = None
+    mo_url_auth_token: str | None = None
+    amqp_queue: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.mo_url or self.amqp_queue)
+
+
+class MessageForwarder:
+    """Consumes ``<owner>.inbound`` and ``<owner>.event``.
+
+    ``owner`` is the channel id (or a router destination's id); ``destination`` is
+    read on every message so that an update through the API applies at once.
+    """
+
+    def __init__(
+        self,
+        owner: str,
+        *,
+        destination: Any,
+        bus: MessageBus,
+        store: Any,
+        rates: Any,
+        poster: Any,
+        log: Any,
+        channel_id: str | None = None,
+    ) -> None:
+        self.owner = owner
+        self.channel_id = channel_id or owner
+        self._destination = destination
+        self.bus = bus
+        self.store = store
+        self.rates = rates
+        self.poster = poster
+        self.log = log
+        self.consumers: list[Any] = []
+
+    @property
+    def destination(self) -> Destination:
+        value = self._destination
+        return value() if callable(value) else value
+
+    async def start(self) -> None:
+        self.consumers = [
+            await self.bus.consume(inbound_key(self.owner), self.handle_inbound),
+            await self.bus.consume(event_key(self.owner), self.handle_event),
+        ]
+        queue = self.destination.amqp_queue
+        if queue and self.bus.external:
+            self.consumers.append(
+                await self.bus.consume(outbound_key(queue), self.handle_app_outbound)
+            )
+
+    async def stop(self) -> None:
+        for consumer in self.consumers:
+            await consumer.stop()
+        self.consumers = []
+
+    async def handle_inbound(self, message: dict[str, Any]) -> None:
+        destination = self.destination
+        message_id = message.get("message_id")
+        await self.store.store_inbound(self.owner, message)
+        payload = messages.api_from_message(message)
+        self.log.info(
+            f"Inbound message from {message.get('from_addr')} "
+            f"(session {message.get('session_event') or 'none'})",
+            message_id=message_id,
+        )
+        if destination.mo_url:
+            await self.poster.post(
+                destination.mo_url,
+                payload,
+                token=destination.mo_url_auth_token,
+                log=self.log,
+                message_id=message_id,
+                what="inbound message",
+            )
+        if destination.amqp_queue and self.bus.external:
+            # The original put session_event into helper_metadata before publishing,
+            # and its documentation shows it there: AMQP apps may rely on it.
+            published = copy.deepcopy(message)
+            published["helper_metadata"] = payload["channel_data"]
+            await self.bus.publish(inbound_key(destination.amqp_queue), published)
+        await self.rates.increment(self.owner, "inbound")
+
+    async def handle_event(self, event: dict[str, Any]) -> None:
+        message_id = event.get("user_message_id")
+        if message_id is None:
+            self.log.warning(f"Dropping {event.get('event_type')} event without user_message_id")
+            return
+        await self.store.store_event(self.owner, event)
+        event_type = messages.api_event_type(event)
+        destination = self.destination
+        if event_type is None:
+            self.log.warning(
+                f"Discarding unrecognised event {event.get('event_type')}", message_id=message_id
+            )
+        else:
+            record = await self.store.load_outbound(self.owner, message_id)
+            event_url = record.get("event_url") if record else None
+            if event_url:
+                await self.poster.post(
+                    event_url,
+                    messages.api_from_event(self.channel_id, event),
+                    token=record.get("event_auth_token"),
+                    log=self.log,
+                    message_id=message_id,
+                    what=f"{event_type} event",
+                )
+            await self.rates.increment(self.owner, event_type)
+        if destination.amqp_queue and self.bus.external:
+            await self.bus.publish(event_key(destination.amqp_queue), event)
+
+    async def handle_app_outbound(self, message: dict[str, Any]) -> None:
+        """An AMQP app's outbound message: pass it to the channel's transport."""
+        await self.bus.publish(outbound_key(self.channel_id), message)
