@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from jsonschema import Draft202012Validator
 from twisted.logger import Logger
 
 from junebug.api.errors import (
@@ -40,23 +39,8 @@ class ChannelManager:
             )
         transport = types[channel_type]
         config = properties.get("config") or {}
-        problems = [
-            {
-                "type": "invalid_config",
-                "message": "config"
-                + "".join(f".{p}" for p in error.absolute_path)
-                + f": {error.message}",
-                "schema_path": [str(p) for p in error.absolute_schema_path],
-            }
-            for error in Draft202012Validator(transport.CONFIG_SCHEMA).iter_errors(config)
-        ]
-        if not problems:
-            problems = [
-                {"type": "invalid_config", "message": f"config: {message}"}
-                for message in transport.validate_config(config)
-            ]
+        problems = transport.check_config(config)
         if problems:
-            problems.sort(key=lambda p: p["message"])
             raise InvalidChannelConfig(problems[0]["message"], errors=problems)
         if properties.get("amqp_queue") and not self.backends.bus.external:
             raise ApiUsageError(

@@ -154,16 +154,14 @@ class TelnetUser:
         self.lines: DeferredQueue = DeferredQueue()
         self.disconnected: Deferred = Deferred()
         self.protocol: _LineCollector | None = None
+        self.address = ""
 
     async def connect(self, port: int, host: str = "127.0.0.1") -> TelnetUser:
         endpoint = TCP4ClientEndpoint(reactor, host, port)
         self.protocol = await within(connectProtocol(endpoint, _LineCollector(self)))
-        return self
-
-    @property
-    def address(self) -> str:
         local = self.protocol.transport.getHost()
-        return f"{local.host}:{local.port}"
+        self.address = f"{local.host}:{local.port}"
+        return self
 
     def type(self, text: str) -> None:
         self.protocol.transport.write(text.encode("utf-8") + b"\r\n")

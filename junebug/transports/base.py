@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import attrs
+from jsonschema import Draft202012Validator
 from twisted.internet.interfaces import IReactorCore, IReactorTime
 
 from junebug import messages
@@ -68,6 +69,30 @@ class Transport:
     def validate_config(cls, config: dict[str, Any]) -> list[str]:
         """Extra checks beyond ``CONFIG_SCHEMA``; return human-readable problems."""
         return []
+
+    @classmethod
+    def check_config(cls, config: Any) -> list[dict[str, Any]]:
+        """Every problem with ``config``: schema errors first, then ``validate_config``.
+
+        Each is ``{type: "invalid_config", message, [schema_path]}`` with the
+        message naming the field, sorted by message.
+        """
+        problems = [
+            {
+                "type": "invalid_config",
+                "message": "config"
+                + "".join(f".{part}" for part in error.absolute_path)
+                + f": {error.message}",
+                "schema_path": [str(part) for part in error.absolute_schema_path],
+            }
+            for error in Draft202012Validator(cls.CONFIG_SCHEMA).iter_errors(config)
+        ]
+        if not problems:
+            problems = [
+                {"type": "invalid_config", "message": f"config: {message}"}
+                for message in cls.validate_config(config)
+            ]
+        return sorted(problems, key=lambda problem: problem["message"])
 
     @classmethod
     def web_endpoint(cls, config: dict[str, Any]) -> tuple[str, int] | None:

@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import treq
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from junebug import messages
@@ -35,10 +35,14 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
 class CallbackPoster:
     """Sends callbacks over a pool of persistent HTTP connections."""
 
-    def __init__(self, reactor: Any = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, reactor: Any = None, timeout: float = DEFAULT_TIMEOUT, clock: Any = None
+    ) -> None:
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
+        #: Times requests out; a task.Clock in tests.
+        self.clock = clock or reactor
         self.timeout = timeout
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 10
@@ -60,12 +64,16 @@ class CallbackPoster:
         if token:
             headers[b"Authorization"] = [f"Token {token}".encode()]
         body = messages.to_json(payload).encode("ascii")
+
+        async def exchange() -> tuple[Any, bytes]:
+            response = await self.client.post(target, data=body, headers=headers, auth=basic_auth)
+            return response, await response.content()
+
         try:
-            response = await self.client.post(
-                target, data=body, headers=headers, auth=basic_auth, timeout=self.timeout
+            response, content = await Deferred.fromCoroutine(exchange()).addTimeout(
+                self.timeout, self.clock
             )
-            content = await response.content()
-        except CancelledError:
+        except (CancelledError, TimeoutError):
             log.error(
                 f"Post of {what} to {target} timed out after {self.timeout:g}s",
                 message_id=message_id,

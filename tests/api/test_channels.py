@@ -1,0 +1,242 @@
+"""The /channels/ API: validation, lifecycle, the envelope on every answer."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest_twisted
+
+from tests.helpers import TelnetUser, free_port, within
+
+
+def telnet_body(port: int, **extra) -> dict:
+    return {
+        "type": "telnet",
+        "config": {"twisted_endpoint": f"tcp:{port}:interface=127.0.0.1"},
+        "mo_url": "http://127.0.0.1:9/mo",
+        **extra,
+    }
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        # As Twisted does when it listens: a closed connection's TIME_WAIT doesn't count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def error_types(body: dict) -> list[str]:
+    return [error["type"] for error in body["result"]["errors"]]
+
+
+def error_messages(body: dict) -> str:
+    return " | ".join(error["message"] for error in body["result"]["errors"])
+
+
+async def create(api, **extra) -> tuple[str, int]:
+    port = free_port()
+    code, body = await api.post("/channels/", telnet_body(port, **extra))
+    assert code == 201, body
+    return body["result"]["id"], port
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_answers_201_with_the_channel_and_its_status(api):
+    port = free_port()
+    code, body = await api.post("/channels/", telnet_body(port, label="L", metadata={"o": 1}))
+    assert code == 201
+    assert (body["status"], body["code"], body["description"]) == (
+        201,
+        "Created",
+        "channel created",
+    )
+    result = body["result"]
+    assert result["label"] == "L" and result["metadata"] == {"o": 1}
+    assert set(result["status"]) == {
+        "status",
+        "components",
+        "inbound_message_rate",
+        "outbound_message_rate",
+        "submitted_event_rate",
+        "rejected_event_rate",
+        "delivery_succeeded_rate",
+        "delivery_failed_rate",
+        "delivery_pending_rate",
+    }
+    assert not port_is_free(port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_json_is_a_400(api):
+    code, body = await api.post("/channels/", raw=b'{"type": "telnet",')
+    assert code == 400
+    assert body["description"] == "json decode error"
+    assert error_types(body) == ["JsonDecodeError"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_schema_problem_is_listed_with_its_field(api):
+    code, body = await api.post("/channels/", {"label": 5, "colour": "red"})
+    assert code == 400
+    assert body["description"] == "api usage error"
+    messages = error_messages(body)
+    for fragment in ("'type' is a required property", "'config' is a required", "colour", "label"):
+        assert fragment in messages
+    assert all(error["type"] == "invalid_body" for error in body["result"]["errors"])
+    assert all("schema_path" in error for error in body["result"]["errors"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_body_must_be_an_object(api):
+    code, body = await api.post("/channels/", [1, 2])
+    assert code == 400
+    assert "is not of type 'object'" in error_messages(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_channel_type_lists_the_known_ones(api):
+    code, body = await api.post("/channels/", {"type": "pigeon", "config": {}})
+    assert code == 400
+    assert error_types(body) == ["InvalidChannelType"]
+    assert "telnet" in error_messages(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_channel_config_names_the_field(api):
+    code, body = await api.post(
+        "/channels/", {"type": "telnet", "config": {"twisted_endpoint": 9001}}
+    )
+    assert code == 400
+    assert "config.twisted_endpoint" in error_messages(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_amqp_queue_needs_rabbitmq(api):
+    code, body = await api.post("/channels/", telnet_body(free_port(), amqp_queue="app"))
+    assert code == 400
+    assert "--amqp-host" in error_messages(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_channel_that_cannot_start_is_refused_and_not_kept(api):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, body = await api.post("/channels/", telnet_body(port))
+    assert code == 400
+    assert error_types(body) == ["ChannelStartError"]
+    code, body = await api.get("/channels/")
+    assert body["result"] == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_list_get_and_unknown(api):
+    first, _ = await create(api)
+    second, _ = await create(api)
+    code, body = await api.get("/channels/")
+    assert code == 200 and sorted(body["result"]) == sorted([first, second])
+    code, body = await api.get(f"/channels/{first}")
+    assert code == 200 and body["description"] == "channel found"
+    assert body["result"]["id"] == first
+    assert body["result"]["status"]["components"]["telnet"]["status"] == "ok"
+    assert body["result"]["status"]["status"] == "ok"
+    code, body = await api.get("/channels/nope")
+    assert code == 404
+    assert error_types(body) == ["ChannelNotFound"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_modify_merges_and_restarts_the_transport_only_when_config_changes(api):
+    channel_id, port = await create(api, label="before")
+    user = await TelnetUser().connect(port)
+    code, body = await api.post(f"/channels/{channel_id}", {"label": "after"})
+    assert code == 200 and body["description"] == "channel updated"
+    assert body["result"]["label"] == "after"
+    assert body["result"]["mo_url"] == "http://127.0.0.1:9/mo"
+    assert not user.disconnected.called  # label changes leave the wire alone
+
+    new_port = free_port()
+    code, body = await api.post(
+        f"/channels/{channel_id}",
+        {"config": {"twisted_endpoint": f"tcp:{new_port}:interface=127.0.0.1"}},
+    )
+    assert code == 200, body
+    await within(user.disconnected)
+    assert port_is_free(port) and not port_is_free(new_port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_invalid_modification_changes_nothing(api):
+    channel_id, _ = await create(api, label="kept")
+    code, body = await api.post(f"/channels/{channel_id}", {"config": {}})
+    assert code == 400
+    code, body = await api.get(f"/channels/{channel_id}")
+    assert body["result"]["label"] == "kept"
+    assert "twisted_endpoint" in body["result"]["config"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart(api):
+    channel_id, port = await create(api)
+    user = await TelnetUser().connect(port)
+    code, body = await api.post(f"/channels/{channel_id}/restart")
+    assert (code, body["description"], body["result"]) == (200, "channel restarted", {})
+    await within(user.disconnected)
+    again = await TelnetUser().connect(port)
+    await again.hang_up()
+
+
+@pytest_twisted.ensureDeferred
+async def test_delete_stops_frees_the_port_and_forgets(api):
+    channel_id, port = await create(api)
+    code, body = await api.delete(f"/channels/{channel_id}")
+    assert (code, body["description"]) == (200, "channel deleted")
+    assert port_is_free(port)
+    assert (await api.get(f"/channels/{channel_id}"))[0] == 404
+    assert (await api.get("/channels/"))[1]["result"] == []
+    assert (await api.delete(f"/channels/{channel_id}"))[0] == 404
+
+
+@pytest_twisted.ensureDeferred
+async def test_collection_without_slash_redirects(api):
+    code, body, response = await api.request("GET", "/channels")
+    assert code in (301, 308)
+    assert response.headers.getRawHeaders("location")[0].endswith("/channels/")
+    assert body["result"]["errors"][0]["new_url"].endswith("/channels/")
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_route_and_wrong_method_answer_in_the_envelope(api):
+    code, body = await api.get("/nowhere")
+    assert code == 404 and body["status"] == 404 and body["result"]["errors"]
+    code, body, _ = await api.request("PUT", "/channels/")
+    assert code == 405 and body["status"] == 405
+
+
+@pytest_twisted.ensureDeferred
+async def test_health_with_and_without_slash(api):
+    for path in ("/health", "/health/"):
+        code, body = await api.get(path)
+        assert (code, body["description"]) == (200, "health ok"), path
+
+
+@pytest_twisted.ensureDeferred
+async def test_channels_are_restored_by_a_new_manager(api, gateway):
+    from junebug.manager import ChannelManager
+
+    channel_id, port = await create(api)
+    await gateway.stop_all()
+    assert port_is_free(port)
+    restored = ChannelManager(gateway.backends)
+    await restored.restore()
+    try:
+        assert list(restored.running) == [channel_id]
+        user = await TelnetUser().connect(port)
+        await user.hang_up()
+    finally:
+        await restored.stop_all()
