@@ -62,16 +62,22 @@ class CallbackPoster:
         target, basic_auth = split_credentials(url)
         headers = {b"Content-Type": [b"application/json"]}
         if token:
+            # One Authorization header only: an explicit token wins over URL credentials.
             headers[b"Authorization"] = [f"Token {token}".encode()]
+            basic_auth = None
         body = messages.to_json(payload).encode("ascii")
 
         async def exchange() -> tuple[Any, bytes]:
             response = await self.client.post(target, data=body, headers=headers, auth=basic_auth)
             return response, await response.content()
 
+        def timed_out(result: Any, timeout: float) -> Any:
+            # Cancelling mid-request surfaces as treq's ResponseNeverReceived: name it.
+            raise TimeoutError(timeout)
+
         try:
             response, content = await Deferred.fromCoroutine(exchange()).addTimeout(
-                self.timeout, self.clock
+                self.timeout, self.clock, onTimeoutCancel=timed_out
             )
         except (CancelledError, TimeoutError):
             log.error(
