@@ -79,11 +79,11 @@ class JunebugService(MultiService):
         self._announce_mode()
         await self.manager.restore()
         api = JunebugApi(self.manager, self.backends)
+        site = Site(api.resource())
+        site.noisy = False
         description = f"tcp:port={config.port}:interface={_quote_interface(config.interface)}"
         try:
-            self.port = await serverFromString(self.reactor, description).listen(
-                Site(api.resource())
-            )
+            self.port = await serverFromString(self.reactor, description).listen(site)
         except Exception as exc:
             raise StartupError(
                 f"cannot listen for the API on {config.interface}:{config.port}: {exc}"

@@ -11,7 +11,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -172,3 +172,55 @@ class TelnetUser:
     async def hang_up(self) -> None:
         self.protocol.transport.loseConnection()
         await within(self.disconnected)
+
+
+class _JbOutput(ProcessProtocol):
+    def __init__(self, process: JbProcess) -> None:
+        self.process = process
+
+    def outReceived(self, data: bytes) -> None:
+        self.process.output += data.decode("utf-8", "replace")
+        if JbProcess.READY in self.process.output and not self.process.ready.called:
+            self.process.ready.callback(self.process)
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Any) -> None:
+        self.process.exit_code = reason.value.exitCode
+        if not self.process.ready.called:
+            self.process.ready.errback(
+                RuntimeError(f"jb exited before it was ready:\n{self.process.output}")
+            )
+        self.process.ended.callback(self.process.exit_code)
+
+
+class JbProcess:
+    """``jb`` as a child process; ``start`` fires when its API is listening."""
+
+    READY = "Junebug API listening on"
+
+    def __init__(self, *args: str, cwd: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import sys
+
+        self.argv = [os.path.join(os.path.dirname(sys.executable), "jb"), *args]
+        self.cwd = cwd
+        self.env = {**os.environ, **(env or {})}
+        self.output = ""
+        self.exit_code: int | None = None
+        self.ready: Deferred = Deferred()
+        self.ended: Deferred = Deferred()
+        self.transport: Any = None
+
+    async def start(self, seconds: float = 30) -> JbProcess:
+        self.transport = reactor.spawnProcess(
+            _JbOutput(self), self.argv[0], self.argv, env=self.env, path=self.cwd
+        )
+        await within(self.ready, seconds)
+        return self
+
+    async def stop(self, seconds: float = 30) -> int | None:
+        if not self.ended.called:
+            self.transport.signalProcess("TERM")
+        await within(self.ended, seconds)
+        return self.exit_code

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import txredisapi
-from twisted.internet.defer import Deferred
 
 
 class Keys:
@@ -22,7 +21,7 @@ class Keys:
         return self.prefix + ":".join(str(part) for part in parts)
 
 
-def connect(
+async def connect(
     host: str = "localhost",
     port: int = 6379,
     db: int = 0,
@@ -30,8 +29,16 @@ def connect(
     *,
     unix_path: str | None = None,
     connect_timeout: float = 10,
-) -> Deferred:
-    """Connect (with automatic reconnection); fires with the connection once ready."""
+    clock: Any = None,
+) -> Any:
+    """Connect, reconnecting on its own after any later loss.
+
+    Returns the connection once the first connection is made; fails with
+    ``ConnectionError`` if that takes longer than ``connect_timeout`` (txredisapi
+    would otherwise keep retrying a server that isn't there, forever).
+    """
+    if clock is None:
+        from twisted.internet import reactor as clock
     options: dict[str, Any] = {
         "dbid": db,
         "reconnect": True,
@@ -42,5 +49,16 @@ def connect(
     if password:
         options["password"] = password
     if unix_path:
-        return txredisapi.UnixConnection(unix_path, **options)
-    return txredisapi.Connection(host, port, **options)
+        handler = txredisapi.lazyUnixConnection(unix_path, **options)
+        where = unix_path
+    else:
+        handler = txredisapi.lazyConnection(host, port, **options)
+        where = f"{host}:{port}"
+    try:
+        await handler._connected.addTimeout(connect_timeout, clock)
+    except Exception as exc:
+        await handler.disconnect()
+        raise ConnectionError(
+            f"no answer from Redis at {where} within {connect_timeout:g}s ({exc})"
+        ) from exc
+    return handler

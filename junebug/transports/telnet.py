@@ -109,6 +109,7 @@ class TelnetChannel(Transport):
 
     async def setup(self) -> None:
         factory = ServerFactory.forProtocol(lambda: TelnetTransport(_TelnetClient, self))
+        factory.noisy = False
         endpoint = serverFromString(self.context.reactor, self.endpoint_description(self.config))
         try:
             self.port = await endpoint.listen(factory)

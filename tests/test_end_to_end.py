@@ -1,0 +1,132 @@
+"""``jb`` as a user runs it: the getting-started walkthrough (spec 1.2) end to end,
+on the embedded default and on the real Redis, and channels surviving a restart."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import pytest_twisted
+import yaml
+
+from junebug.store import redis as redis_store
+from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port
+
+pytestmark = pytest.mark.slow
+
+
+async def walkthrough(api: ApiClient, receiver) -> tuple[str, int]:
+    telnet_port = free_port()
+    code, body = await api.post(
+        "/channels/",
+        {
+            "type": "telnet",
+            "label": "My First Channel",
+            "mo_url": receiver.url("/mo"),
+            "config": {"twisted_endpoint": f"tcp:{telnet_port}"},
+        },
+    )
+    assert code == 201, body
+    channel_id = body["result"]["id"]
+
+    user = await TelnetUser().connect(telnet_port)
+    start = (await receiver.next()).json
+    assert start["channel_data"] == {"session_event": "new"}
+    assert start["from"] == user.address and start["channel_id"] == channel_id
+
+    code, body = await api.post(
+        f"/channels/{channel_id}/messages/",
+        {"to": user.address, "content": "hello", "event_url": receiver.url("/event")},
+    )
+    assert code == 201, body
+    message_id = body["result"]["message_id"]
+    assert await user.next_line() == "hello"
+    assert (await receiver.next()).json["event_type"] == "submitted"
+    code, body = await api.get(f"/channels/{channel_id}/messages/{message_id}")
+    assert body["result"]["last_event_type"] == "submitted"
+
+    user.type("Hi there")
+    inbound = (await receiver.next()).json
+    assert (inbound["content"], inbound["channel_data"]) == (
+        "Hi there",
+        {"session_event": "resume"},
+    )
+    code, body = await api.post(
+        f"/channels/{channel_id}/messages/",
+        {"reply_to": inbound["message_id"], "content": "hello again"},
+    )
+    assert code == 201, body
+    assert await user.next_line() == "hello again"
+    await user.hang_up()
+    assert (await receiver.next()).json["channel_data"]["session_event"] == "close"
+    return channel_id, telnet_port
+
+
+@pytest_twisted.ensureDeferred
+async def test_walkthrough_on_the_embedded_default_survives_a_restart(tmp_path, receiver):
+    port = free_port()
+    args = ("-p", str(port), "--data-dir", str(tmp_path / "data"), "-lp", str(tmp_path / "logs"))
+    jb = await JbProcess(*args, cwd=str(tmp_path)).start()
+    try:
+        assert "Running embedded" in jb.output and str(tmp_path / "data") in jb.output
+        api = ApiClient(f"http://localhost:{port}")
+        channel_id, telnet_port = await walkthrough(api, receiver)
+    finally:
+        assert await jb.stop() == 0, jb.output
+
+    jb = await JbProcess(*args, cwd=str(tmp_path)).start()
+    try:
+        code, body = await api.get("/channels/")
+        assert body["result"] == [channel_id]
+        user = await TelnetUser().connect(telnet_port)
+        assert (await receiver.next()).json["channel_data"] == {"session_event": "new"}
+        await user.hang_up()
+    finally:
+        assert await jb.stop() == 0, jb.output
+
+
+@pytest_twisted.async_yield_fixture
+async def redis_prefix():
+    prefix = f"jbe2e-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    connection = await redis_store.connect("127.0.0.1", 6379)
+    keys = await connection.keys(f"{prefix}:*")
+    if keys:
+        await connection.delete(keys)
+    await connection.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_walkthrough_on_the_real_redis(tmp_path, receiver, redis_prefix):
+    port = free_port()
+    config = tmp_path / "junebug.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "port": port,
+                "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": redis_prefix},
+                "logging_path": str(tmp_path / "logs"),
+            }
+        )
+    )
+    jb = await JbProcess("-c", str(config), cwd=str(tmp_path)).start()
+    try:
+        assert "Redis at 127.0.0.1:6379" in jb.output
+        api = ApiClient(f"http://localhost:{port}")
+        channel_id, _ = await walkthrough(api, receiver)
+        connection = await redis_store.connect("127.0.0.1", 6379)
+        try:
+            assert channel_id in await connection.smembers(f"{redis_prefix}:channels")
+        finally:
+            await connection.disconnect()
+    finally:
+        assert await jb.stop() == 0, jb.output
+    assert not (tmp_path / "junebug-data").exists()  # never silently embedded
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreachable_redis_is_a_clear_start_up_failure(tmp_path):
+    jb = JbProcess("-p", str(free_port()), "--redis-port", str(free_port()), cwd=str(tmp_path))
+    with pytest.raises(RuntimeError, match="cannot connect to Redis"):
+        await jb.start()
+    assert jb.exit_code == 1
