@@ -10,10 +10,12 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from junebug import plugins
 from junebug.api.app import JunebugApi
 from junebug.backends import Backends
 from junebug.bus.local import LocalBus
 from junebug.manager import ChannelManager
+from junebug.plugins import PluginHooks
 from junebug.store import redis as redis_store
 from junebug.transports.registry import channel_types
 from junebug.workers.http import CallbackPoster
@@ -43,6 +45,7 @@ class JunebugService(MultiService):
         self.backends: Backends | None = None
         self.manager: ChannelManager | None = None
         self.port: Any = None
+        self.plugins: list[Any] = []
 
     # Twisted's service protocol ------------------------------------------------------
 
@@ -75,8 +78,9 @@ class JunebugService(MultiService):
             poster=self.poster,
             channel_types=types,
         )
-        self.manager = ChannelManager(self.backends)
         self._announce_mode()
+        await self._start_plugins()
+        self.manager = ChannelManager(self.backends, hooks=[PluginHooks(self.plugins)])
         await self.manager.restore()
         api = JunebugApi(self.manager, self.backends)
         site = Site(api.resource())
@@ -99,6 +103,7 @@ class JunebugService(MultiService):
             self.port = None
         if self.manager is not None:
             await self.manager.stop_all()
+        await self._stop_plugins()
         if self.bus is not None:
             await self.bus.stop()
         if self.poster is not None:
@@ -109,6 +114,28 @@ class JunebugService(MultiService):
         if self.embedded_redis is not None:
             self.embedded_redis.stop()
             self.embedded_redis = None
+
+    async def _start_plugins(self) -> None:
+        try:
+            loaded = plugins.load(self.config.plugins)
+        except plugins.PluginError as exc:
+            raise StartupError(str(exc)) from exc
+        for plugin, plugin_config in loaded:
+            name = plugin_config.get("type")
+            try:
+                await plugins.call(plugin.start_plugin, plugin_config, self.config)
+            except Exception as exc:
+                raise StartupError(f"plugin {name} failed to start: {exc}") from exc
+            self.plugins.append(plugin)
+            log.info("Plugin {name} started", name=name)
+
+    async def _stop_plugins(self) -> None:
+        while self.plugins:
+            plugin = self.plugins.pop()
+            try:
+                await plugins.call(plugin.stop_plugin)
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                log.failure("Plugin {name} failed to stop", name=type(plugin).__name__)
 
     async def _connect_redis(self) -> Any:
         config = self.config
