@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import txredisapi
 from klein import Klein
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException
 
-from junebug.api import channels, health, messages
+from junebug.api import channels, health, messages, openapi
 from junebug.api.envelope import respond
-from junebug.api.errors import JunebugError
+from junebug.api.errors import JunebugError, StoreUnavailable
+from junebug.api.operations import Operation
 
 log = Logger()
 
@@ -21,11 +24,47 @@ class JunebugApi:
         self.backends = backends
         self.config = backends.config
         self.app = Klein()
+        self.operations: list[Operation] = []
         for module in (channels, messages, health):
-            module.register(self.app, self)
+            module.register(self)
+        self.app.route("/openapi.json", methods=["GET"])(self._openapi)
         self.app.handle_errors(JunebugError)(self._junebug_error)
         self.app.handle_errors(HTTPException)(self._http_error)
+        self.app.handle_errors(txredisapi.ConnectionError)(self._store_unavailable)
         self.app.handle_errors(Exception)(self._unexpected_error)
+
+    def route(
+        self,
+        path: str,
+        method: str,
+        summary: str,
+        status: int,
+        description: str,
+        result: dict[str, Any],
+        *,
+        body: dict[str, Any] | None = None,
+        errors: tuple[int, ...] = (400, 404),
+        query: tuple[Any, ...] = (),
+        strict_slashes: bool = True,
+    ) -> Any:
+        """Register a Klein route and record it as an operation of the OpenAPI description."""
+        self.operations.append(
+            Operation(path, method, summary, status, description, result, body, errors, query)
+        )
+        return self.app.route(path, methods=[method], strict_slashes=strict_slashes)
+
+    def openapi(self) -> dict[str, Any]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            junebug_version = version("junebug")
+        except PackageNotFoundError:
+            junebug_version = "unknown"
+        return openapi.build(self.operations, junebug_version)
+
+    def _openapi(self, request: Any) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        return json.dumps(self.openapi(), indent=1).encode()
 
     def resource(self) -> Any:
         return self.app.resource()
@@ -44,6 +83,12 @@ class JunebugApi:
             request.setHeader(b"Location", new_url.encode())
             detail["new_url"] = new_url
         return respond(request, error.code, error.name.lower(), {"errors": [detail]})
+
+    @staticmethod
+    def _store_unavailable(request: Any, failure: Any) -> bytes:
+        log.warn("Redis unavailable answering {uri}: {error}", uri=request.uri, error=failure.value)
+        error = StoreUnavailable(f"Redis is unavailable ({failure.value}); try again shortly")
+        return respond(request, error.status, error.description, {"errors": error.errors})
 
     @staticmethod
     def _unexpected_error(request: Any, failure: Any) -> bytes:

@@ -6,44 +6,81 @@ from typing import Any
 
 from junebug.api.envelope import respond
 from junebug.api.errors import ApiUsageError
+from junebug.api.operations import CHANNEL, EMPTY, ID_LIST, LOG_ENTRIES, QueryParameter
 from junebug.api.schemas import CHANNEL_CREATE, CHANNEL_UPDATE, parse_object
 
+CHANNEL_PATH = "/channels/<string:channel_id>"
 
-def register(app: Any, api: Any) -> None:
+
+def register(api: Any) -> None:
     manager = api.manager
+    route = api.route
 
-    @app.route("/channels/", methods=["GET"])
+    @route("/channels/", "GET", "List channel ids", 200, "channels listed", ID_LIST, errors=())
     async def list_channels(request: Any) -> bytes:
         return respond(request, 200, "channels listed", await manager.ids())
 
-    @app.route("/channels/", methods=["POST"])
+    @route(
+        "/channels/",
+        "POST",
+        "Create a channel",
+        201,
+        "channel created",
+        CHANNEL,
+        body=CHANNEL_CREATE,
+        errors=(400,),
+    )
     async def create_channel(request: Any) -> bytes:
         body = parse_object(request, CHANNEL_CREATE)
         channel = await manager.create(body)
         return respond(request, 201, "channel created", await channel.view())
 
-    @app.route("/channels/<string:channel_id>", methods=["GET"])
+    @route(CHANNEL_PATH, "GET", "A channel and its status", 200, "channel found", CHANNEL)
     async def get_channel(request: Any, channel_id: str) -> bytes:
         channel = await manager.get(channel_id)
         return respond(request, 200, "channel found", await channel.view())
 
-    @app.route("/channels/<string:channel_id>", methods=["POST"])
+    @route(
+        CHANNEL_PATH,
+        "POST",
+        "Modify a channel",
+        200,
+        "channel updated",
+        CHANNEL,
+        body=CHANNEL_UPDATE,
+    )
     async def modify_channel(request: Any, channel_id: str) -> bytes:
         body = parse_object(request, CHANNEL_UPDATE)
         channel = await manager.update(channel_id, body)
         return respond(request, 200, "channel updated", await channel.view())
 
-    @app.route("/channels/<string:channel_id>", methods=["DELETE"])
+    @route(
+        CHANNEL_PATH,
+        "DELETE",
+        "Stop and delete a channel",
+        200,
+        "channel deleted",
+        EMPTY,
+        errors=(404,),
+    )
     async def delete_channel(request: Any, channel_id: str) -> bytes:
         await manager.delete(channel_id)
         return respond(request, 200, "channel deleted", {})
 
-    @app.route("/channels/<string:channel_id>/restart", methods=["POST"])
+    @route(CHANNEL_PATH + "/restart", "POST", "Restart a channel", 200, "channel restarted", EMPTY)
     async def restart_channel(request: Any, channel_id: str) -> bytes:
         await manager.restart(channel_id)
         return respond(request, 200, "channel restarted", {})
 
-    @app.route("/channels/<string:channel_id>/logs", methods=["GET"])
+    @route(
+        CHANNEL_PATH + "/logs",
+        "GET",
+        "A channel's newest log lines",
+        200,
+        "logs retrieved",
+        LOG_ENTRIES,
+        query=LOG_QUERY,
+    )
     async def channel_logs(request: Any, channel_id: str) -> bytes:
         from junebug.logs import read_logs
 
@@ -55,6 +92,12 @@ def register(app: Any, api: Any) -> None:
             config.logging_path, channel.id, min(n, config.max_logs), message_id=message_id
         )
         return respond(request, 200, "logs retrieved", entries)
+
+
+LOG_QUERY = (
+    QueryParameter("n", {"type": "integer", "minimum": 0}, "how many lines (at most max_logs)"),
+    QueryParameter("message_id", {"type": "string"}, "only the lines about this message"),
+)
 
 
 def _str_arg(request: Any, name: str) -> str | None:

@@ -13,15 +13,24 @@ from junebug.api.errors import (
     MessageTooLong,
     UnknownMessage,
 )
+from junebug.api.operations import MESSAGE, MESSAGE_STATUS
 from junebug.api.schemas import MESSAGE_SEND, parse_object
 from junebug.bus.base import BusUnavailable, outbound_key
 
 
-def register(app: Any, api: Any) -> None:
+def register(api: Any) -> None:
     manager = api.manager
     backends = api.backends
 
-    @app.route("/channels/<string:channel_id>/messages/", methods=["POST"])
+    @api.route(
+        "/channels/<string:channel_id>/messages/",
+        "POST",
+        "Send a message (or a reply)",
+        201,
+        "message submitted",
+        MESSAGE,
+        body=MESSAGE_SEND,
+    )
     async def send_message(request: Any, channel_id: str) -> bytes:
         channel = await manager.get(channel_id)
         body = parse_object(request, MESSAGE_SEND)
@@ -31,7 +40,14 @@ def register(app: Any, api: Any) -> None:
         await send(backends, channel.id, body, message)
         return respond(request, 201, "message submitted", messages.api_from_message(message))
 
-    @app.route("/channels/<string:channel_id>/messages/<string:message_id>", methods=["GET"])
+    @api.route(
+        "/channels/<string:channel_id>/messages/<string:message_id>",
+        "GET",
+        "A sent message's status and events",
+        200,
+        "message status",
+        MESSAGE_STATUS,
+    )
     async def message_status(request: Any, channel_id: str, message_id: str) -> bytes:
         channel = await manager.get(channel_id)
         require_destination(channel)

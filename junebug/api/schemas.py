@@ -40,6 +40,14 @@ CHANNEL_CREATE = {
     "properties": CHANNEL_PROPERTIES,
     "required": ["type", "config"],
     "additionalProperties": False,
+    "examples": [
+        {
+            "type": "telnet",
+            "label": "My First Channel",
+            "mo_url": "http://127.0.0.1:9000/mo",
+            "config": {"twisted_endpoint": "tcp:0:interface=127.0.0.1"},
+        }
+    ],
 }
 
 CHANNEL_UPDATE = {
@@ -66,6 +74,7 @@ MESSAGE_SEND = {
     },
     "required": ["content"],
     "additionalProperties": False,
+    "examples": [{"to": "127.0.0.1:53378", "content": "hello"}],
 }
 
 
