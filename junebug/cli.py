@@ -278,18 +278,34 @@ def setup_logging(
 
 
 def make_sentry_observer(
-    capture: Callable[[Any], Any],
+    capture: Callable[[Any], Any], set_tag: Callable[[str, str], Any] | None = None
 ) -> Callable[[dict[str, Any]], None]:
-    """A Twisted log observer handing each error-or-worse event that carries a failure to
-    ``capture`` (``sentry_sdk.capture_exception``) as an exc_info tuple."""
+    """A Twisted log observer reporting each error-or-worse event that carries an
+    exception to ``capture`` (``sentry_sdk.capture_exception``, given an exc_info
+    tuple). Errors logged in a channel's log are tagged with its ``channel_id``
+    through ``set_tag`` (called inside the scope of that one report)."""
     from twisted.logger import LogLevel
+    from twisted.python.failure import Failure
+
+    from junebug.logs import FORWARDED_KEY
 
     def observe(event: dict[str, Any]) -> None:
-        failure = event.get("log_failure")
         level = event.get("log_level", LogLevel.info)
+        failure = event.get("log_failure") or event.get("junebug_failure")
         if failure is None or level < LogLevel.error:
             return
-        capture((failure.type, failure.value, failure.getTracebackObject()))
+        if isinstance(failure, BaseException):
+            failure = Failure(failure)
+        exc_info = (failure.type, failure.value, failure.getTracebackObject())
+        owner = event.get(FORWARDED_KEY)
+        if owner and set_tag is not None:
+            import sentry_sdk
+
+            with sentry_sdk.new_scope():
+                set_tag("channel_id", owner)
+                capture(exc_info)
+        else:
+            capture(exc_info)
 
     return observe
 
@@ -302,8 +318,8 @@ def _start_logging(config: JunebugConfig, environ: Mapping[str, str]) -> None:
     if config.sentry_dsn:
         import sentry_sdk
 
-        sentry_sdk.init(dsn=config.sentry_dsn)
-        observers.append(make_sentry_observer(sentry_sdk.capture_exception))
+        sentry_sdk.init(dsn=config.sentry_dsn, default_integrations=False)
+        observers.append(make_sentry_observer(sentry_sdk.capture_exception, sentry_sdk.set_tag))
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
 
 

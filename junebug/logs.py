@@ -440,7 +440,7 @@ class ChannelLog:
                 self._report_failure(e)
                 return
             self._write(data)
-            self._forward(entry)
+            self._forward(entry, failure)
         finally:
             self._local.busy = False
 
@@ -556,7 +556,7 @@ class ChannelLog:
                 **{FORWARDED_KEY: self.owner_id},
             )
 
-    def _forward(self, entry: dict[str, Any]) -> None:
+    def _forward(self, entry: dict[str, Any], failure: Any = None) -> None:
         text = entry["message"]
         exception = entry.get("exception")
         if exception:
@@ -568,6 +568,8 @@ class ChannelLog:
                 "{junebug_text}",
                 junebug_text=text,
                 junebug_entry=entry,
+                # The exception itself, for observers that report errors (Sentry).
+                junebug_failure=failure,
                 **{FORWARDED_KEY: self.owner_id},
             )
 

@@ -8,6 +8,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from junebug.plugin import JunebugPlugin, PluginConfigError
+from junebug.transports.base import Transport
 
 #: Every call any RecordingPlugin received, in order, across instances.
 CALLS: list[tuple[str, Any]] = []
@@ -42,3 +43,15 @@ class PickyPlugin(JunebugPlugin):
 
 class NotAPlugin:
     pass
+
+
+class FailingChannel(Transport):
+    """A channel type whose every send raises (to test error reporting)."""
+
+    CONFIG_SCHEMA = {"type": "object"}
+
+    async def setup(self) -> None:
+        await self.publish_status("failing", "ok", "ready", "Ready")
+
+    async def handle_outbound(self, message: dict) -> None:
+        raise ZeroDivisionError("the wire is on fire")
