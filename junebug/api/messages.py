@@ -100,8 +100,9 @@ async def build_outbound(
 def check_length(message: dict[str, Any], limit: int | None) -> None:
     content = message.get("content")
     if limit is not None and isinstance(content, str) and len(content) > limit:
+        shown = repr(content[:20]) + ("..." if len(content) > 20 else "")
         raise MessageTooLong(
-            f"content: message content {content[:20]!r}... is of length {len(content)}, "
+            f"content: message content {shown} is of length {len(content)}, "
             f"which is greater than the character limit of {limit}"
         )
 

@@ -70,7 +70,20 @@ MESSAGE_SEND = {
             "type": ["integer", "string", "null"],
             "description": "delivery priority (accepted; ordering is not implemented yet)",
         },
-        "channel_data": {"type": "object", "description": "channel-specific data"},
+        "channel_data": {
+            "type": "object",
+            "description": "channel-specific data",
+            "properties": {
+                "session_event": {
+                    "enum": [None, "new", "resume", "close"],
+                    "description": "the session event to send with the message",
+                },
+                "continue_session": {
+                    "type": ["boolean", "null"],
+                    "description": "false closes the session after this message",
+                },
+            },
+        },
     },
     "required": ["content"],
     "additionalProperties": False,

@@ -18,6 +18,9 @@ from twisted.internet.protocol import ServerFactory
 from junebug.messages import SESSION_CLOSE, SESSION_NEW, SESSION_RESUME
 from junebug.transports.base import Transport
 
+#: Typing this ends the session, as in the original.
+QUIT_COMMAND = "/quit"
+
 #: Lines longer than this are cut into several messages rather than buffered forever.
 MAX_LINE = 16 * 1024
 
@@ -49,7 +52,8 @@ class _TelnetClient(TelnetProtocol):
         self.channel.client_disconnected(self)
 
     def write_text(self, text: str) -> None:
-        self.transport.write(text.encode("utf-8") + b"\r\n")
+        # TelnetTransport turns "\n" into the "\r\n" telnet clients expect.
+        self.transport.write(text.encode("utf-8") + b"\n")
 
 
 class TelnetChannel(Transport):
@@ -154,6 +158,9 @@ class TelnetChannel(Transport):
         self._publish(client, SESSION_NEW, None)
 
     def line_received(self, client: _TelnetClient, line: str) -> None:
+        if line.strip().lower() == QUIT_COMMAND:
+            client.transport.loseConnection()  # ends the session like hanging up
+            return
         self._publish(client, SESSION_RESUME, line)
 
     def client_disconnected(self, client: _TelnetClient) -> None:

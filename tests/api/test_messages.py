@@ -215,3 +215,18 @@ async def test_unreachable_receiver_is_logged_without_secrets(api, receiver, con
         text = log_file.read()
     assert "failed" in text and "ConnectionRefused" in text
     assert "hunter2" not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_channel_data_is_a_400_naming_it(api, receiver):
+    channel_id, user, _ = await connected_user(api, receiver)
+    path = f"/channels/{channel_id}/messages/"
+    for channel_data, field in (
+        ({"session_event": "bogus"}, "channel_data.session_event"),
+        ({"continue_session": "yes"}, "channel_data.continue_session"),
+    ):
+        code, body = await api.post(
+            path, {"to": user.address, "content": "x", "channel_data": channel_data}
+        )
+        assert code == 400, body
+        assert field in errors(body)

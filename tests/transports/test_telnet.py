@@ -124,3 +124,25 @@ def test_deprecated_host_and_port_still_work():
     config = {"telnet_host": "127.0.0.1", "telnet_port": 9001}
     assert TelnetChannel.check_config(config) == []
     assert TelnetChannel.endpoint_description(config) == "tcp:port=9001:interface=127.0.0.1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_lines_end_with_a_single_crlf(telnet, running):
+    user = await telnet.connect_user(running)
+    raw = []
+    original = user.protocol.dataReceived
+    user.protocol.dataReceived = lambda data: (raw.append(data), original(data))
+    await running.send(user.address, "hello")
+    assert await user.next_line() == "hello"
+    assert b"".join(raw) == b"hello\r\n"
+    await user.hang_up()
+
+
+@pytest_twisted.ensureDeferred
+async def test_quit_ends_the_session(telnet, running):
+    user = await telnet.connect_user(running)
+    await running.next_inbound()
+    user.type("/QUIT")
+    await within(user.disconnected)
+    ended = await running.next_inbound()
+    assert ended["session_event"] == "close"
