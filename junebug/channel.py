@@ -26,12 +26,20 @@ class Channel:
         self.id = channel_id
         self.properties = properties
         self.backends = backends
-        self.log = backends.open_log(channel_id)
+        self._log: Any = None
         self.transport_worker: TransportWorker | None = None
         self.forwarder: MessageForwarder | None = None
         self.status_worker: StatusWorker | None = None
 
     # -- properties -------------------------------------------------------------------
+
+    @property
+    def log(self) -> Any:
+        """The channel's log, opened on first use (a stopped channel shown by the API
+        never opens one)."""
+        if self._log is None:
+            self._log = self.backends.open_log(self.id)
+        return self._log
 
     @property
     def destination(self) -> Destination:
@@ -73,7 +81,9 @@ class Channel:
             self.status_worker = None
 
     def close_log(self) -> None:
-        self.log.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     async def update(self, properties: dict[str, Any]) -> None:
         """Apply new (already validated) properties, restarting only what they affect."""

@@ -19,6 +19,9 @@ from junebug.channel import Channel
 
 log = Logger()
 
+#: Properties whose change is announced to plugins as the channel stopping and starting.
+HOOKED_FIELDS = ("type", "config", "public_http")
+
 
 class ChannelManager:
     def __init__(self, backends: Any, hooks: Any = None) -> None:
@@ -74,21 +77,35 @@ class ChannelManager:
 
     async def update(self, channel_id: str, changes: dict[str, Any]) -> Channel:
         channel = await self.get(channel_id)
+        previous = channel.properties
         merged = {**channel.properties, **changes}
         self.check(merged)
         if channel.id in self.running:
             try:
                 await channel.update(merged)
             except Exception as exc:
+                # Put the settings that worked back, so the channel keeps running as it was.
+                try:
+                    await channel.update(previous)
+                except Exception as again:  # noqa: BLE001 - report the original problem
+                    channel.log.error(f"Channel could not restart with its old settings: {again}")
                 raise ChannelStartError(f"Channel could not restart: {exc}") from exc
         else:
             channel.properties = merged
         await self.backends.channels.save(channel.id, merged)
+        if channel.id in self.running and any(
+            previous.get(field) != merged.get(field) for field in HOOKED_FIELDS
+        ):
+            # Plugins (e.g. nginx) derive their state from these: let them redo it.
+            for hook in self.hooks:
+                await hook.channel_stopped(channel)
+                await hook.channel_started(channel)
         return channel
 
     async def restart(self, channel_id: str) -> Channel:
         channel = await self.get(channel_id)
         await self._stop(channel)
+        channel.close_log()
         channel = Channel(channel.id, channel.properties, self.backends)
         await self._start(channel)
         return channel
@@ -128,6 +145,7 @@ class ChannelManager:
             await channel.start()
         except Exception as exc:
             channel.log.error(f"Channel could not start: {exc}")
+            channel.close_log()
             raise ChannelStartError(f"Channel could not start: {exc}") from exc
         self.running[channel.id] = channel
         for hook in self.hooks:

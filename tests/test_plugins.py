@@ -82,3 +82,24 @@ async def test_invalid_plugin_config_stops_start_up_naming_it(tmp_path, key_pref
     with pytest.raises(StartupError, match="PickyPlugin.*needs 'colour'"):
         await service.start()
     await service.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_modifying_config_is_announced_to_plugins(gateway):
+    plugin_samples.CALLS.clear()
+    manager = ChannelManager(
+        gateway.backends, hooks=[PluginHooks([plugin_samples.RecordingPlugin()])]
+    )
+    channel = await manager.create(
+        {"type": "telnet", "config": {"twisted_endpoint": f"tcp:{free_port()}"}}
+    )
+    try:
+        await manager.update(channel.id, {"label": "only a label"})
+        assert plugin_samples.CALLS == [("channel_started", channel.id)]
+        await manager.update(channel.id, {"config": {"twisted_endpoint": f"tcp:{free_port()}"}})
+        assert plugin_samples.CALLS[1:] == [
+            ("channel_stopped", channel.id),
+            ("channel_started", channel.id),
+        ]
+    finally:
+        await manager.stop_all()

@@ -21,6 +21,37 @@ class Keys:
         return self.prefix + ":".join(str(part) for part in parts)
 
 
+#: Seconds a Redis command may take (including waiting for a reconnection) before it
+#: fails, so an API request answers 503 instead of hanging while Redis is away.
+COMMAND_TIMEOUT = 5.0
+
+
+class TimedRedis:
+    """A txredisapi connection whose every command fails with ``ConnectionError`` when
+    Redis does not answer within ``timeout`` seconds (txredisapi alone waits forever
+    for a reconnection)."""
+
+    def __init__(self, connection: Any, clock: Any, timeout: float = COMMAND_TIMEOUT) -> None:
+        self._connection = connection
+        self._clock = clock
+        self.timeout = timeout
+
+    def disconnect(self) -> Any:
+        return self._connection.disconnect()
+
+    def __getattr__(self, name: str) -> Any:
+        command = getattr(self._connection, name)
+        timeout, clock = self.timeout, self._clock
+
+        def timed_out(result: Any, seconds: float) -> Any:
+            raise txredisapi.ConnectionError(f"Redis did not answer {name} within {seconds:g}s")
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return command(*args, **kwargs).addTimeout(timeout, clock, onTimeoutCancel=timed_out)
+
+        return call
+
+
 async def connect(
     host: str = "localhost",
     port: int = 6379,
@@ -29,8 +60,9 @@ async def connect(
     *,
     unix_path: str | None = None,
     connect_timeout: float = 10,
+    command_timeout: float = COMMAND_TIMEOUT,
     clock: Any = None,
-) -> Any:
+) -> TimedRedis:
     """Connect, reconnecting on its own after any later loss.
 
     Returns the connection once the first connection is made; fails with
@@ -61,4 +93,4 @@ async def connect(
         raise ConnectionError(
             f"no answer from Redis at {where} within {connect_timeout:g}s ({exc})"
         ) from exc
-    return handler
+    return TimedRedis(handler, clock, command_timeout)

@@ -111,6 +111,11 @@ class MessageForwarder:
             return
         await self.store.store_event(self.owner, event)
         event_type = messages.api_event_type(event)
+        self.log.info(
+            f"Event {event_type or event.get('event_type')}"
+            + (f": {event['nack_reason']}" if event.get("nack_reason") else ""),
+            message_id=message_id,
+        )
         destination = self.destination
         if event_type is None:
             self.log.warning(

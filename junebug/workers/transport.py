@@ -66,6 +66,7 @@ class TransportWorker:
         await self.transport.teardown()
 
     async def handle_outbound(self, message: dict[str, Any]) -> None:
+        self.log.info(f"Sending to {message.get('to_addr')}", message_id=message.get("message_id"))
         try:
             await self.transport.handle_outbound(message)
         except Exception as exc:

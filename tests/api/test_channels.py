@@ -240,3 +240,36 @@ async def test_channels_are_restored_by_a_new_manager(api, gateway):
         await user.hang_up()
     finally:
         await restored.stop_all()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_modification_that_cannot_start_keeps_the_channel_running_as_before(api):
+    channel_id, port = await create(api)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        code, body = await api.post(
+            f"/channels/{channel_id}",
+            {"config": {"twisted_endpoint": f"tcp:{busy}:interface=127.0.0.1"}},
+        )
+    assert code == 400 and error_types(body) == ["ChannelStartError"]
+    user = await TelnetUser().connect(port)  # still listening on its old port
+    await user.hang_up()
+    code, body = await api.get(f"/channels/{channel_id}")
+    assert body["result"]["config"]["twisted_endpoint"] == f"tcp:{port}:interface=127.0.0.1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_create_leaves_no_log_file(api, config):
+    import os
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        code, _ = await api.post("/channels/", telnet_body(taken.getsockname()[1]))
+    assert code == 400
+    # The log of a channel that never existed is not left open (and holds only its error).
+    for name in os.listdir(config.logging_path):
+        with open(os.path.join(config.logging_path, name)) as log_file:
+            assert "could not start" in log_file.read()

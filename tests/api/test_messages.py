@@ -230,3 +230,19 @@ async def test_bad_channel_data_is_a_400_naming_it(api, receiver):
         )
         assert code == 400, body
         assert field in errors(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_logs_of_one_message(api, receiver, config):
+    channel_id, user, _ = await connected_user(api, receiver)
+    code, body = await api.post(
+        f"/channels/{channel_id}/messages/", {"to": user.address, "content": "hi"}
+    )
+    message_id = body["result"]["message_id"]
+    assert await user.next_line() == "hi"
+    code, body = await api.get(f"/channels/{channel_id}/messages/{message_id}")
+    code, body = await api.get(f"/channels/{channel_id}/logs?message_id={message_id}")
+    assert code == 200
+    lines = [entry["message"] for entry in body["result"]]
+    assert any(line.startswith("Sending to") for line in lines)
+    assert all(entry["message_id"] == message_id for entry in body["result"])
