@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 from junebug.api.schemas import CHANNEL_PROPERTIES
+from junebug.store.rates import RATE_FIELDS
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 
@@ -32,18 +33,7 @@ CHANNEL_STATUS = {
     "properties": {
         "status": {"enum": ["ok", "degraded", "down", None]},
         "components": {"type": "object", "additionalProperties": COMPONENT_STATUS},
-        **{
-            name: {"type": "number"}
-            for name in (
-                "inbound_message_rate",
-                "outbound_message_rate",
-                "submitted_event_rate",
-                "rejected_event_rate",
-                "delivery_succeeded_rate",
-                "delivery_failed_rate",
-                "delivery_pending_rate",
-            )
-        },
+        **{name: {"type": "number"} for name in RATE_FIELDS.values()},
     },
     "required": ["status", "components", "inbound_message_rate", "outbound_message_rate"],
 }
