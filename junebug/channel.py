@@ -39,6 +39,7 @@ class Channel:
         never opens one)."""
         if self._log is None:
             self._log = self.backends.open_log(self.id)
+            self._log.wire_logging = bool(self.properties.get("wire_logging"))
         return self._log
 
     @property
@@ -89,6 +90,7 @@ class Channel:
         """Apply new (already validated) properties, restarting only what they affect."""
         old = self.properties
         self.properties = properties
+        self.log.wire_logging = bool(properties.get("wire_logging"))  # no restart needed
         if any(old.get(f) != properties.get(f) for f in TRANSPORT_FIELDS):
             await self._stop_transport()
             await self._start_transport()

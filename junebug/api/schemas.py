@@ -29,6 +29,10 @@ CHANNEL_PROPERTIES: dict[str, Any] = {
     "rate_limit_count": {**_NULLABLE_COUNT, "description": "messages per window"},
     "rate_limit_window": {**_NULLABLE_COUNT, "description": "window in seconds"},
     "character_limit": {**_NULLABLE_COUNT, "description": "longest content allowed"},
+    "wire_logging": {
+        "type": ["boolean", "null"],
+        "description": "log wire-level detail (PDUs, HTTP exchanges) in the channel's log",
+    },
     "public_http": {
         "type": "object",
         "description": "how a proxy exposes an HTTP-based channel (nginx plugin)",

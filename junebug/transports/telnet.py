@@ -40,6 +40,7 @@ class _TelnetClient(TelnetProtocol):
         self.channel.client_connected(self)
 
     def dataReceived(self, data: bytes) -> None:
+        self.channel.log.wire("in", f"{self.address} sent {data!r}")
         self.buffer += data
         while b"\n" in self.buffer or len(self.buffer) > MAX_LINE:
             if b"\n" in self.buffer:
@@ -51,9 +52,11 @@ class _TelnetClient(TelnetProtocol):
     def connectionLost(self, reason: Any = None) -> None:
         self.channel.client_disconnected(self)
 
-    def write_text(self, text: str) -> None:
+    def write_text(self, text: str, message_id: str | None = None) -> None:
+        data = text.encode("utf-8") + b"\n"
+        self.channel.log.wire("out", f"to {self.address}: {data!r}", message_id=message_id)
         # TelnetTransport turns "\n" into the "\r\n" telnet clients expect.
-        self.transport.write(text.encode("utf-8") + b"\n")
+        self.transport.write(data)
 
 
 class TelnetChannel(Transport):
@@ -179,7 +182,7 @@ class TelnetChannel(Transport):
             await self.publish_nack(message_id, "Unknown address.")
             return
         text = "\n".join((message.get("content") or "").splitlines())
-        client.write_text(text)
+        client.write_text(text, message_id)
         await self.publish_ack(message_id, message_id)
         if message.get("session_event") == SESSION_CLOSE:
             client.transport.loseConnection()

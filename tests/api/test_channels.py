@@ -273,3 +273,22 @@ async def test_a_failed_create_leaves_no_log_file(api, config):
     for name in os.listdir(config.logging_path):
         with open(os.path.join(config.logging_path, name)) as log_file:
             assert "could not start" in log_file.read()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wire_logging_switches_on_without_a_restart(api):
+    channel_id, port = await create(api)
+    user = await TelnetUser().connect(port)
+    user.type("before")
+    code, body = await api.post(f"/channels/{channel_id}", {"wire_logging": True})
+    assert code == 200 and body["result"]["wire_logging"] is True
+    assert not user.disconnected.called
+    user.type("after")
+    for _ in range(50):  # the line is logged as it arrives; read until it shows
+        code, body = await api.get(f"/channels/{channel_id}/logs?n=20")
+        wire = [e for e in body["result"] if e.get("direction") == "in"]
+        if wire:
+            break
+    # TelnetTransport has already turned the client's CRLF into LF.
+    assert [e["message"] for e in wire] == [f"{user.address} sent b'after\\n'"]
+    await user.hang_up()
