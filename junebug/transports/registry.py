@@ -10,6 +10,7 @@ from junebug.transports.base import Transport
 #: The channel types every Junebug has (more are added as they are built).
 DEFAULT_CHANNEL_TYPES: dict[str, str] = {
     "telnet": "junebug.transports.telnet.TelnetChannel",
+    "dmark": "junebug.transports.dmark.DmarkUssdChannel",
 }
 
 

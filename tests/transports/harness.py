@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredQueue
+from twisted.internet.defer import Deferred, DeferredQueue, succeed
 
 from junebug import messages
 from junebug.bus.base import event_key, inbound_key, outbound_key, status_key
@@ -31,9 +31,20 @@ class TransportDriver:
     unknown_address: str | None = None
     #: (label, config, text expected in a problem message) the channel must refuse.
     invalid_configs: list[tuple[str, dict, str]] = []
+    #: Whether the channel tells the application when the user ends a session
+    #: (an inbound "close"). Request/response channels such as USSD over HTTP
+    #: cannot see a user hang up.
+    reports_session_end = True
+    #: Whether a message that is not a reply reaches the user. Request/response
+    #: channels can only answer a pending request, so they nack it instead.
+    pushes_messages = True
 
     def config(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def harness_options(self) -> dict[str, Any]:
+        """Extra TransportHarness keyword arguments (redis, redis_prefix, clock)."""
+        return {}
 
     async def start_peer(self) -> None:
         """Start whatever the channel connects to (an SMSC simulator...)."""
@@ -61,10 +72,30 @@ class TransportDriver:
 
 
 class TransportHarness:
-    """A channel type running under a TransportWorker on a LocalBus."""
+    """A channel type running under a TransportWorker on a LocalBus.
 
-    def __init__(self, transport_class: type, config: dict[str, Any], log_dir: str) -> None:
+    ``clock`` (default: the reactor) is the transport's clock, so a test can pass a
+    ``task.Clock`` to drive timeouts; the transport still listens and connects on the
+    real reactor. ``redis`` and ``redis_prefix`` are handed to stateful transports.
+    """
+
+    def __init__(
+        self,
+        transport_class: type,
+        config: dict[str, Any],
+        log_dir: str,
+        *,
+        clock: Any = None,
+        redis: Any = None,
+        redis_prefix: str = "",
+    ) -> None:
         self.channel_id = str(uuid.uuid4())
+        self.clock = clock if clock is not None else reactor
+        self.redis = redis
+        self.redis_prefix = redis_prefix
+        #: Every inbound message so far, in order (``inbound`` is consumed by tests).
+        self.seen_inbound: list[dict] = []
+        self._inbound_waiters: list[tuple[Any, Deferred]] = []
         self.bus = LocalBus(reactor)
         self.log = ChannelLog(self.channel_id, log_dir)
         self.transport_class = transport_class
@@ -75,8 +106,8 @@ class TransportHarness:
         self.worker: TransportWorker | None = None
 
     async def start(self) -> TransportHarness:
+        await self.bus.consume(inbound_key(self.channel_id), self._inbound_arrived)
         for key, queue in (
-            (inbound_key(self.channel_id), self.inbound),
             (event_key(self.channel_id), self.events),
             (status_key(self.channel_id), self.statuses),
         ):
@@ -86,8 +117,11 @@ class TransportHarness:
             self.transport_class,
             self.config,
             bus=self.bus,
-            clock=reactor,
+            clock=self.clock,
             log=self.log,
+            redis=self.redis,
+            redis_prefix=self.redis_prefix,
+            reactor=reactor,
         )
         await self.worker.start()
         return self
@@ -98,6 +132,25 @@ class TransportHarness:
             self.worker = None
         await self.bus.stop()
         self.log.close()
+
+    def _inbound_arrived(self, message: dict[str, Any]) -> None:
+        self.seen_inbound.append(message)
+        for waiter in list(self._inbound_waiters):
+            predicate, found = waiter
+            if predicate(message):
+                self._inbound_waiters.remove(waiter)
+                found.callback(message)
+        self.inbound.put(message)
+
+    def inbound_seen(self, predicate: Any) -> Deferred:
+        """Fires with the first inbound message (already seen or still to come) for
+        which ``predicate`` is true, without taking it from ``inbound``."""
+        for message in self.seen_inbound:
+            if predicate(message):
+                return succeed(message)
+        found: Deferred = Deferred()
+        self._inbound_waiters.append((predicate, found))
+        return within(found)
 
     async def send(self, to_addr: str | None, content: str | None, **fields: Any) -> dict:
         message = messages.user_message(
