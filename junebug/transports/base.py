@@ -21,6 +21,28 @@ from junebug import messages
 from junebug.bus.base import MessageBus, event_key, inbound_key, status_key
 
 
+class StatusEdges:
+    """Decides which statuses are worth publishing (the original's edge detection).
+
+    Per component, a status goes out when its level differs from the last one
+    published, or when its type has not been seen since the level last changed, so a
+    steady stream of "ok" answers does not flood the status_url.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[str, set[str]]] = {}
+
+    def changed(self, component: str, level: str, type: str) -> bool:
+        last = self._last.get(component)
+        if last is None or last[0] != level:
+            self._last[component] = (level, {type})
+            return True
+        if type in last[1]:
+            return False
+        last[1].add(type)
+        return True
+
+
 @attrs.define
 class TransportContext:
     """Everything the gateway hands a transport; transports read no globals."""
@@ -62,6 +84,7 @@ class Transport:
         self.channel_id = context.channel_id
         self.clock = context.clock
         self.log = context.log
+        self.status_edges = StatusEdges()
 
     # -- what subclasses implement --------------------------------------------------
 
@@ -138,9 +161,12 @@ class Transport:
             )
         )
 
-    async def publish_nack(self, message_id: str, reason: str) -> dict[str, Any]:
+    async def publish_nack(self, message_id: str, reason: str, **extra: Any) -> dict[str, Any]:
+        """A nack; ``extra`` fields (e.g. ``sent_message_id``) are carried as vumi allows."""
         return await self.publish_event(
-            messages.nack(message_id, reason, transport_name=self.channel_id, clock=self.clock)
+            messages.nack(
+                message_id, reason, transport_name=self.channel_id, clock=self.clock, **extra
+            )
         )
 
     async def publish_delivery_report(
@@ -163,8 +189,22 @@ class Transport:
         type: str,
         message: str,
         details: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        payload = messages.status(component, level, type, message, details, clock=self.clock)
+        *,
+        reasons: list[str] | None = None,
+        only_changes: bool = False,
+    ) -> dict[str, Any] | None:
+        """Publish a status event for ``component``.
+
+        With ``only_changes``, nothing is published (and None returned) unless
+        ``StatusEdges`` says it is news: use it for statuses about every request.
+        """
+        if only_changes and not self.status_edges.changed(component, level, type):
+            return None
+        if not only_changes:
+            self.status_edges.changed(component, level, type)
+        payload = messages.status(
+            component, level, type, message, details, reasons, clock=self.clock
+        )
         await self.context.bus.publish(status_key(self.channel_id), payload)
         return payload
 

@@ -35,7 +35,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from junebug import messages
-from junebug.bus.base import status_key
 from junebug.transports.base import Transport
 
 #: Parameters Dmark sends with every request. ``response`` is "false" when the
@@ -274,27 +273,6 @@ def response_body(content: str, end_session: bool) -> bytes:
     return json.dumps({"responseString": content, "action": action}).encode("ascii")
 
 
-class StatusEdges:
-    """Decides which statuses are worth publishing, like the original's edge detector.
-
-    Per component, a status goes out when its level differs from the last one
-    published, or when its type has not been seen since the level last changed.
-    """
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[str, set[str]]] = {}
-
-    def changed(self, component: str, level: str, type: str) -> bool:
-        last = self._last.get(component)
-        if last is None or last[0] != level:
-            self._last[component] = (level, {type})
-            return True
-        if type in last[1]:
-            return False
-        last[1].add(type)
-        return True
-
-
 # -- the HTTP side -------------------------------------------------------------------------
 
 
@@ -379,7 +357,6 @@ class DmarkUssdChannel(Transport):
         self.health_path = _normalise_path(self.settings["health_path"])
         self.redis = context.redis
         self.pending: dict[str, _Pending] = {}
-        self.edges = StatusEdges()
         self.port: Any = None
         self.connections: _Connections | None = None
 
@@ -646,12 +623,9 @@ class DmarkUssdChannel(Transport):
         reasons: list[str] | None = None,
     ) -> None:
         """Publish a status unless the edge detector says it is nothing new."""
-        if not self.edges.changed(component, level, type):
-            return
-        payload = messages.status(
-            component, level, type, message, details, reasons, clock=self.clock
+        await self.publish_status(
+            component, level, type, message, details, reasons=reasons, only_changes=True
         )
-        await self.context.bus.publish(status_key(self.channel_id), payload)
 
     def _status_later(self, *args: Any) -> None:
         """``status`` from synchronous code: failures are logged, not raised."""

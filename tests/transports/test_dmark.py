@@ -28,7 +28,6 @@ from junebug.transports.dmark import (
     DmarkRequest,
     DmarkUssdChannel,
     InvalidRequest,
-    StatusEdges,
     parse_parameters,
     response_body,
     to_address,
@@ -322,18 +321,6 @@ def test_response_body_continue_and_end():
         "action": "request",
     }
     assert json.loads(response_body("Bye", True))["action"] == "end"
-
-
-def test_status_edges_publish_changes_and_new_types_only():
-    edges = StatusEdges()
-    assert edges.changed("response", "ok", "response_sent")
-    assert not edges.changed("response", "ok", "response_sent")
-    assert edges.changed("request", "ok", "request_parsed")  # components are independent
-    assert edges.changed("response", "down", "timeout")
-    assert edges.changed("response", "down", "very_slow_response")  # new type, same level
-    assert not edges.changed("response", "down", "timeout")
-    assert edges.changed("response", "ok", "response_sent")
-    assert edges.changed("response", "down", "timeout")  # seen types reset on change
 
 
 # -- config ------------------------------------------------------------------------------
