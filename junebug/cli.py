@@ -310,6 +310,13 @@ def make_sentry_observer(
     return observe
 
 
+def scrub_sentry_event(event: dict[str, Any], hint: Any = None) -> dict[str, Any]:
+    """Mask secrets (passwords, tokens, URL credentials) anywhere in a Sentry event."""
+    from junebug.logs import redact
+
+    return redact(event)
+
+
 def _start_logging(config: JunebugConfig, environ: Mapping[str, str]) -> None:
     from twisted.logger import globalLogBeginner
 
@@ -318,7 +325,13 @@ def _start_logging(config: JunebugConfig, environ: Mapping[str, str]) -> None:
     if config.sentry_dsn:
         import sentry_sdk
 
-        sentry_sdk.init(dsn=config.sentry_dsn, default_integrations=False)
+        sentry_sdk.init(
+            dsn=config.sentry_dsn,
+            default_integrations=False,
+            # Frame locals can hold passwords and tokens: never send them.
+            include_local_variables=False,
+            before_send=scrub_sentry_event,
+        )
         observers.append(make_sentry_observer(sentry_sdk.capture_exception, sentry_sdk.set_tag))
     globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False)
 

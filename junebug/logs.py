@@ -215,6 +215,28 @@ def _json_key(key: object) -> str | int | float | bool | None:
     return _safe_str(key)
 
 
+def redacted_failure(failure: Any) -> Failure | None:
+    """``failure`` (a Failure or exception) with secrets masked in its message.
+
+    When the message holds nothing secret the original is returned. Otherwise the copy
+    is an exception of a stand-in class with the same name and module (so error
+    trackers group it the same way) and the original traceback.
+    """
+    if failure is None:
+        return None
+    if isinstance(failure, BaseException):
+        failure = Failure(failure, type(failure), failure.__traceback__)
+    original = _safe_str(failure.value)
+    masked = _redact_text(original)
+    if masked == original:
+        return failure
+    cls = failure.type
+    stand_in = type(
+        cls.__name__, (Exception,), {"__module__": cls.__module__, "__qualname__": cls.__qualname__}
+    )
+    return Failure(stand_in(masked), stand_in, failure.getTracebackObject())
+
+
 def _safe_str(value: object) -> str:
     try:
         return str(value)
@@ -568,8 +590,9 @@ class ChannelLog:
                 "{junebug_text}",
                 junebug_text=text,
                 junebug_entry=entry,
-                # The exception itself, for observers that report errors (Sentry).
-                junebug_failure=failure,
+                # The exception, for observers that report errors (Sentry), with any
+                # secret in its message masked like everything else we log.
+                junebug_failure=redacted_failure(failure),
                 **{FORWARDED_KEY: self.owner_id},
             )
 

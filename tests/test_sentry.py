@@ -75,3 +75,30 @@ async def test_channel_errors_reach_sentry_tagged_with_the_channel(tmp_path, rec
         assert "publickey" not in json.dumps(event)
     finally:
         await jb.stop()
+
+
+def test_sentry_events_are_scrubbed_of_secrets():
+    from junebug.cli import scrub_sentry_event
+
+    event = {
+        "exception": {"values": [{"type": "E", "value": "POST to http://u:pw1@h failed"}]},
+        "extra": {"password": "pw2", "nested": [{"token": "pw3"}]},
+    }
+    scrubbed = str(scrub_sentry_event(event))
+    for secret in ("pw1", "pw2", "pw3"):
+        assert secret not in scrubbed
+    assert "http://u:***@h" in scrubbed
+
+
+def test_forwarded_failures_keep_their_class_name_but_not_their_secrets():
+    from junebug.logs import redacted_failure
+
+    try:
+        raise ConnectionError("cannot reach http://app:hunter2@example.org/mo")
+    except ConnectionError as exc:
+        masked = redacted_failure(exc)
+    assert masked.type.__name__ == "ConnectionError"
+    assert "hunter2" not in str(masked.value) and "app:***@example.org" in str(masked.value)
+    assert masked.getTracebackObject() is not None
+    plain = redacted_failure(ValueError("nothing secret"))
+    assert plain.type is ValueError
