@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Debian packages the tests use: real Redis and RabbitMQ servers, nginx (nginx plugin).
-PACKAGES=(python3-venv redis-server rabbitmq-server nginx)
+# Debian packages the tests use: real Redis and RabbitMQ servers, nginx (nginx plugin),
+# prosody (private XMPP servers for the xmpp channel).
+PACKAGES=(python3-venv redis-server rabbitmq-server nginx prosody)
 missing=()
 for package in "${PACKAGES[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -11,6 +11,7 @@ from junebug.transports.base import Transport
 DEFAULT_CHANNEL_TYPES: dict[str, str] = {
     "telnet": "junebug.transports.telnet.TelnetChannel",
     "dmark": "junebug.transports.dmark.DmarkUssdChannel",
+    "xmpp": "junebug.transports.xmpp.XmppChannel",
 }
 
 
