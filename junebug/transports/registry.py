@@ -12,6 +12,7 @@ DEFAULT_CHANNEL_TYPES: dict[str, str] = {
     "telnet": "junebug.transports.telnet.TelnetChannel",
     "dmark": "junebug.transports.dmark.DmarkUssdChannel",
     "xmpp": "junebug.transports.xmpp.XmppChannel",
+    "smpp": "junebug.transports.smpp.transport.SmppChannel",
 }
 
 

@@ -1,0 +1,684 @@
+"""Channel type ``smpp``: an ESME bound to an SMSC as a transceiver.
+
+Outbound messages are encoded and split (``codecs``, ``multipart``), queued,
+and sent by the ``EsmeProtocol`` of the current bind; their submit_sm_resp
+become acks or nacks, and the SMSC's ids are remembered in Redis
+(``ids.MessageIdStore``) so delivery receipts (``receipts``) can be reported
+against our message ids. Inbound deliver_sm become inbound messages (SMS, or
+USSD when they carry ``ussd_service_op``), long ones once all parts arrived.
+
+The connection is kept up by this class: it connects, lets the protocol bind,
+and after any loss reconnects with exponential backoff and jitter (reset only
+by a successful bind). Messages never wait on the bus for the SMSC: they are
+taken into the send queue, which survives reconnections; the bus is paused
+while the channel is not bound, is throttled, or has a backlog of more than
+twice ``window_size`` messages. On shutdown, messages still unanswered are put
+back on the channel's outbound queue rather than lost.
+
+Config keys: ``junebug.transports.smpp.config`` (documented in
+``docs/channels/smpp.md``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory
+
+from junebug.bus.base import outbound_key
+from junebug.messages import SESSION_CLOSE
+from junebug.transports.base import Transport
+from junebug.transports.smpp import codecs, multipart
+from junebug.transports.smpp import pdu as smpp
+from junebug.transports.smpp.config import (
+    CONFIG_SCHEMA,
+    DEFAULT_PROCESSORS,
+    SmppConfig,
+    problems,
+    unknown_keys,
+)
+from junebug.transports.smpp.constants import CommandStatus
+from junebug.transports.smpp.ids import MessageIdStore
+from junebug.transports.smpp.protocol import (
+    Backoff,
+    BindSettings,
+    EsmeHandler,
+    EsmeProtocol,
+    Submission,
+    SubmitQueue,
+)
+from junebug.transports.smpp.receipts import (
+    FINAL_STATUSES,
+    Receipt,
+    compile_regex,
+    delivery_status,
+    id_candidates,
+    parse_receipt,
+)
+
+__all__ = ["COMPONENT", "SmppChannel"]
+
+#: The component of every status event this channel publishes.
+COMPONENT = "smpp"
+
+#: Longest password SMPP 3.4 allows (9 octets with the NUL).
+MAX_PASSWORD = 8
+
+#: Receipts for unknown ids held at once; older ones are dropped beyond this.
+MAX_HELD_RECEIPTS = 10_000
+
+
+@attrs.define(eq=False)
+class _Outgoing:
+    """One outbound message on its way: its parts' answers and what waits for them."""
+
+    message: dict[str, Any]
+    total: int
+    smsc_ids: dict[int, str] = attrs.Factory(dict)
+    answered: int = 0
+    failure: str | None = None
+    done: bool = False
+    expiry: IDelayedCall | None = None
+    #: Receipts that arrived before the ack was published.
+    receipts: list[tuple[Receipt, str, str]] = attrs.Factory(list)
+
+
+@attrs.define(eq=False)
+class _HeldReceipt:
+    receipt: Receipt
+    status: str
+    candidates: frozenset[str]
+    timer: IDelayedCall | None = None
+
+
+class _EsmeFactory(Factory):
+    noisy = False
+
+    def __init__(self, channel: SmppChannel) -> None:
+        self.channel = channel
+
+    def buildProtocol(self, addr: Any) -> EsmeProtocol:
+        channel = self.channel
+        return EsmeProtocol(channel.settings, channel.clock, channel.queue, channel, channel.log)
+
+
+class SmppChannel(Transport, EsmeHandler):
+    """The ``smpp`` channel type (the original's ``SmppTransceiverTransport``)."""
+
+    transport_type = "sms"
+    CONFIG_SCHEMA = CONFIG_SCHEMA
+    SECRET_KEYS = frozenset({"password"})
+    START_PAUSED = True
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> list[str]:
+        return problems(config)
+
+    def __init__(self, context: Any, config: dict[str, Any]) -> None:
+        super().__init__(context, config)
+        self.cfg = SmppConfig.from_config(config)
+        self.redis = context.redis
+        cfg = self.cfg
+        password = cfg["password"]
+        self._password_cut = len(password) > MAX_PASSWORD
+        self.settings = BindSettings(
+            system_id=cfg["system_id"],
+            password=password[:MAX_PASSWORD],
+            system_type=cfg["system_type"],
+            interface_version=cfg.interface_version,
+            address_range=cfg["address_range"],
+            bind_timeout=cfg["smpp_bind_timeout"],
+            enquire_link_interval=cfg["smpp_enquire_link_interval"],
+            window_size=cfg["window_size"],
+            response_timeout=cfg["submit_sm_resp_timeout"],
+            throttle_delay=cfg["throttle_delay"],
+            mt_tps=cfg["mt_tps"],
+        )
+        self.queue = SubmitQueue()
+        self.backoff = Backoff(cfg["initial_reconnect_delay"], cfg["max_reconnect_delay"])
+        sub = cfg["split_bind_prefix"] or f"{self.channel_id}:smpp"
+        self.key_prefix = f"{context.redis_prefix}{sub}:"
+        self.ids = MessageIdStore(self.redis, self.key_prefix)
+        self.codec_map = codecs.build_data_coding_map(
+            cfg.deliver_sm.get("data_coding_overrides") or {}
+        )
+        self.receipt_regex = compile_regex(cfg.delivery_report["delivery_report_regex"])
+        self.status_mapping = cfg.delivery_report["delivery_report_status_mapping"]
+        self.style = cfg.long_message_style
+        self.reassembler = multipart.Reassembler(
+            self.clock, cfg["multipart_reassembly_timeout"], self._parts_expired
+        )
+        self.protocol: EsmeProtocol | None = None
+        self.outgoing: dict[str, _Outgoing] = {}
+        self.held: deque[_HeldReceipt] = deque()
+        self._connecting: Deferred | None = None
+        self._reconnect_call: IDelayedCall | None = None
+        self._stopping = False
+        self._outbound_paused = True
+        self._connect_failed_reported = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def setup(self) -> None:
+        if self.redis is None:
+            raise RuntimeError("the smpp channel type needs Redis (TransportContext.redis)")
+        if hasattr(self.log, "secret_keys"):
+            self.log.secret_keys |= set(self.SECRET_KEYS)
+        if self.cfg["wire_logging"] and hasattr(self.log, "wire_logging"):
+            self.log.wire_logging = True
+        if self._password_cut:
+            self.log.warning(f"password is longer than {MAX_PASSWORD} characters; it was cut")
+        ignored = unknown_keys(self.config)
+        if ignored:
+            self.log.warning(f"Ignoring config keys this channel type does not know: {ignored}")
+        for key, default in DEFAULT_PROCESSORS.items():
+            if self.cfg[key] != default:
+                self.log.warning(
+                    f"{key} {self.cfg[key]!r} is not supported; the default behaviour is used"
+                )
+        self._connect()
+
+    async def teardown(self) -> None:
+        self._stopping = True
+        if self._reconnect_call is not None and self._reconnect_call.active():
+            self._reconnect_call.cancel()
+        self._reconnect_call = None
+        if self._connecting is not None:
+            self._connecting.cancel()
+            self._connecting = None
+        if self.protocol is not None:
+            await self.protocol.unbind()
+        for held in self.held:
+            if held.timer is not None and held.timer.active():
+                held.timer.cancel()
+        self.held.clear()
+        self.reassembler.clear()
+        await self._return_unsent()
+
+    async def _return_unsent(self) -> None:
+        """Put every message not yet answered back on the channel's outbound queue."""
+        pending = [o for o in self.outgoing.values() if not o.done]
+        self.outgoing.clear()
+        self.queue.remove(lambda s: True)
+        for outgoing in pending:
+            if outgoing.expiry is not None and outgoing.expiry.active():
+                outgoing.expiry.cancel()
+            try:
+                await self.context.bus.publish(outbound_key(self.channel_id), outgoing.message)
+            except Exception as exc:
+                self.log.error(
+                    f"Could not return an unsent message to the outbound queue: {exc}",
+                    message_id=outgoing.message.get("message_id"),
+                )
+        if pending:
+            self.log.info(f"Returned {len(pending)} unsent message(s) to the outbound queue")
+
+    # -- connecting ------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        self._reconnect_call = None
+        if self._stopping:
+            return
+        endpoint = clientFromString(self.context.reactor, self.cfg.endpoint)
+        self.log.info(f"Connecting to the SMSC at {self.cfg.endpoint}")
+        connecting = endpoint.connect(_EsmeFactory(self))
+        self._connecting = connecting
+
+        def connected(protocol: EsmeProtocol) -> None:
+            self._connecting = None
+
+        def failed(failure: Any) -> None:
+            self._connecting = None
+            if self._stopping:
+                return
+            reason = str(failure.value) or type(failure.value).__name__
+            self.log.warning(f"Could not connect to the SMSC: {reason}")
+            if not self._connect_failed_reported:
+                self._connect_failed_reported = True
+                self._status("down", "connection_failed", f"Could not connect: {reason}")
+            self._schedule_reconnect()
+
+        connecting.addCallbacks(connected, failed)
+
+    def _schedule_reconnect(self) -> None:
+        if self._stopping or self._reconnect_call is not None:
+            return
+        delay = self.backoff.next()
+        self.log.info(f"Reconnecting in {delay:.1f}s")
+        self._reconnect_call = self.clock.callLater(delay, self._connect)
+
+    # -- what the protocol reports -----------------------------------------------------------
+
+    def smpp_connected(self, protocol: EsmeProtocol) -> None:
+        self.protocol = protocol
+        self._connect_failed_reported = False
+        self.log.info(
+            f"Connected; binding as transceiver with system_id {self.settings.system_id!r}"
+        )
+
+    def smpp_bound(self, protocol: EsmeProtocol) -> None:
+        self.backoff.reset()
+        self.log.info("Bound to the SMSC")
+        self._status("ok", "bound", "Bound")
+        self._update_outbound()
+
+    def smpp_bind_failed(self, protocol: EsmeProtocol, command_status: int) -> None:
+        name = smpp.status_name(command_status)
+        hint = ""
+        if command_status in (
+            CommandStatus.ESME_RINVPASWD,
+            CommandStatus.ESME_RINVSYSID,
+            CommandStatus.ESME_RBINDFAIL,
+        ):
+            hint = " (check system_id, password and system_type)"
+        self.log.warning(f"The SMSC refused the bind: {name}{hint}")
+        self._status("down", "bind_failed", f"Bind refused: {name}{hint}", {"command_status": name})
+
+    def smpp_bind_timeout(self, protocol: EsmeProtocol) -> None:
+        self._status("down", "bind_timeout", "Timed out awaiting bind")
+
+    def smpp_unbound(self, protocol: EsmeProtocol) -> None:
+        self.log.info("The SMSC unbound")
+        self._status("down", "unbound", "The SMSC unbound")
+        self._update_outbound()
+
+    def smpp_disconnected(
+        self, protocol: EsmeProtocol, reason: str, requeued: int, was_bound: bool
+    ) -> None:
+        if self.protocol is protocol:
+            self.protocol = None
+        self._update_outbound()
+        extra = f"; {requeued} unanswered submit_sm will be sent again" if requeued else ""
+        self.log.info(f"Connection to the SMSC lost: {reason}{extra}")
+        if not self._stopping:
+            self._status("down", "connection_lost", reason)
+            self._schedule_reconnect()
+
+    def smpp_throttled(self, protocol: EsmeProtocol, command_status: int) -> None:
+        name = smpp.status_name(command_status)
+        self.log.warning(f"The SMSC is throttling us ({name}); holding submits")
+        self._status("degraded", "throttled", "Throttled", {"command_status": name})
+        self._update_outbound()
+
+    def smpp_unthrottled(self, protocol: EsmeProtocol) -> None:
+        self.log.info("No longer throttled")
+        self._status("ok", "throttled_end", "No longer throttled")
+        self._update_outbound()
+
+    def smpp_submit_result(
+        self, submission: Submission, command_status: int, message_id: str | None
+    ) -> None:
+        outgoing_id, index = submission.token
+        outgoing = self.outgoing.get(outgoing_id)
+        if outgoing is None or outgoing.done:
+            self._update_outbound()
+            return
+        outgoing.answered += 1
+        if command_status == CommandStatus.ESME_ROK:
+            outgoing.smsc_ids[index] = message_id or ""
+        elif outgoing.failure is None:
+            outgoing.failure = smpp.status_name(command_status) or "Unspecified"
+        if outgoing.failure is not None:
+            self._finish(outgoing)
+            self._spawn(self._nack(outgoing, outgoing.failure))
+        elif outgoing.answered >= outgoing.total:
+            self._finish(outgoing)
+            self._spawn(self._ack(outgoing))
+        self._update_outbound()
+
+    def smpp_deliver(self, pdu: smpp.PDU) -> Deferred:
+        return Deferred.fromCoroutine(self._deliver(pdu))
+
+    # -- outbound -------------------------------------------------------------------------------
+
+    async def handle_outbound(self, message: dict[str, Any]) -> None:
+        message_id = message["message_id"]
+        if message_id in self.outgoing:
+            self.log.info(
+                "Already sending this message; ignoring the repeat", message_id=message_id
+            )
+            return
+        to_addr = message.get("to_addr")
+        from_addr = message.get("from_addr") or ""
+        for name, value in (("to_addr", to_addr), ("from_addr", from_addr)):
+            if not isinstance(value, str) or not value.isascii():
+                await self.publish_nack(message_id, f"Invalid {name}: {value}")
+                return
+        submit = self.cfg.submit_sm
+        try:
+            encoded = codecs.encode_outbound(
+                message.get("content"),
+                submit["submit_sm_encoding"],
+                submit["submit_sm_data_coding"],
+            )
+            reference = 0
+            if self.style in ("sar", "udh"):
+                bits = 8 if self.style == "udh" else 16
+                counter = await self.redis.incr(f"{self.key_prefix}multipart_reference")
+                rollover = submit["multipart_sar_reference_rollover"]
+                reference = multipart.reference_from_sequence(int(counter), rollover, bits)
+            parts = multipart.split_text(
+                message.get("content") or "", encoded.codec, self.style, reference
+            )
+        except UnicodeEncodeError as exc:
+            await self.publish_nack(
+                message_id,
+                f"Content cannot be encoded with {submit['submit_sm_encoding']}: {exc.reason} "
+                f"({exc.object[exc.start : exc.end]!r})",
+            )
+            return
+        except multipart.MessageTooLong as exc:
+            await self.publish_nack(message_id, str(exc))
+            return
+        tlvs_common = self._ussd_tlvs(message)
+        submissions = []
+        for index, part in enumerate(parts):
+            tlvs: dict[str | int, Any] = dict(tlvs_common)
+            if part.sar:
+                tlvs.update(part.sar)
+            if part.message_payload:
+                tlvs["message_payload"] = part.payload
+            params = {
+                "service_type": self.cfg["service_type"],
+                "source_addr_ton": self.cfg["source_addr_ton"],
+                "source_addr_npi": self.cfg["source_addr_npi"],
+                "source_addr": from_addr,
+                "dest_addr_ton": self.cfg["dest_addr_ton"],
+                "dest_addr_npi": self.cfg["dest_addr_npi"],
+                "destination_addr": to_addr,
+                "esm_class": part.esm_class_flags,
+                "registered_delivery": 1 if self.cfg["registered_delivery"] else 0,
+                "data_coding": encoded.data_coding,
+                "short_message": part.short_message,
+            }
+            try:
+                smpp.encode(smpp.make_pdu("submit_sm", 1, tlvs=tlvs, **params))
+            except (ValueError, smpp.PDUEncodeError) as exc:
+                reason = str(exc)
+                if len(part.short_message) > 254:
+                    reason = (
+                        f"The text is {len(part.short_message)} octets, more than one "
+                        "submit_sm carries; enable send_multipart_udh, send_multipart_sar "
+                        "or send_long_messages"
+                    )
+                await self.publish_nack(message_id, reason)
+                return
+            submissions.append(Submission(params, tlvs, (message_id, index)))
+        outgoing = _Outgoing(message, len(submissions))
+        expiry = self.cfg["submit_sm_expiry"]
+        if expiry:
+            outgoing.expiry = self.clock.callLater(expiry, self._expired, message_id)
+        self.outgoing[message_id] = outgoing
+        for submission in submissions:
+            self.queue.put(submission)
+        self._update_outbound()
+
+    def _ussd_tlvs(self, message: dict[str, Any]) -> dict[str | int, Any]:
+        if message.get("transport_type") != "ussd":
+            return {}
+        metadata = message.get("transport_metadata") or {}
+        try:
+            session_info = int(str(metadata.get("session_info") or "0000"), 16)
+        except ValueError:
+            session_info = 0
+        if message.get("session_event") == SESSION_CLOSE:
+            session_info += 1
+        op = bytes.fromhex(self.cfg.submit_sm["ussd_service_op"])
+        return {
+            "ussd_service_op": op,
+            "its_session_info": (session_info & 0xFFFF).to_bytes(2, "big"),
+        }
+
+    def _finish(self, outgoing: _Outgoing) -> None:
+        outgoing.done = True
+        if outgoing.expiry is not None and outgoing.expiry.active():
+            outgoing.expiry.cancel()
+        message_id = outgoing.message["message_id"]
+        # Parts of a failed message that were not sent yet are not sent at all.
+        self.queue.remove(lambda s: s.token[0] == message_id)
+
+    def _expired(self, message_id: str) -> None:
+        outgoing = self.outgoing.get(message_id)
+        if outgoing is None or outgoing.done:
+            return
+        self._finish(outgoing)
+        self._spawn(
+            self._nack(
+                outgoing, f"Not sent within submit_sm_expiry ({self.cfg['submit_sm_expiry']}s)"
+            )
+        )
+        self._update_outbound()
+
+    async def _nack(self, outgoing: _Outgoing, reason: str) -> None:
+        message_id = outgoing.message["message_id"]
+        self.outgoing.pop(message_id, None)
+        self.log.info(f"The SMSC refused the message: {reason}", message_id=message_id)
+        await self.publish_nack(message_id, reason)
+
+    async def _ack(self, outgoing: _Outgoing) -> None:
+        message_id = outgoing.message["message_id"]
+        smsc_ids = [outgoing.smsc_ids[i] for i in sorted(outgoing.smsc_ids)]
+        stored: list[str] = []
+        try:
+            stored = await self.ids.remember(
+                [i for i in smsc_ids if i], message_id, self.cfg["third_party_id_expiry"]
+            )
+        except Exception as exc:
+            self.log.error(
+                f"Could not store the SMSC message id (receipts will not match): {exc}",
+                message_id=message_id,
+            )
+        sent_id = smsc_ids[0] if len(smsc_ids) == 1 else ",".join(sorted(smsc_ids))
+        try:
+            if not self.cfg["disable_ack"]:
+                await self.publish_ack(message_id, sent_id)
+        finally:
+            self.outgoing.pop(message_id, None)
+        for receipt, status, normalised in outgoing.receipts:
+            await self._report(message_id, normalised, receipt, status)
+        self._release_held(set(stored))
+
+    def _update_outbound(self) -> None:
+        protocol = self.protocol
+        backlog = len(self.queue) >= 2 * self.settings.window_size
+        should_pause = protocol is None or not protocol.bound or protocol.throttled or backlog
+        if should_pause != self._outbound_paused:
+            self._outbound_paused = should_pause
+            if should_pause:
+                self.pause_outbound()
+            else:
+                self.resume_outbound()
+
+    # -- inbound ---------------------------------------------------------------------------------
+
+    async def _deliver(self, pdu: smpp.PDU) -> int:
+        try:
+            return await self._deliver_unsafe(pdu)
+        except Exception as exc:
+            self.log.error(f"Could not handle {pdu.command}: {exc}", failure=exc)
+            return self.cfg.deliver_sm_decoding_error
+
+    async def _deliver_unsafe(self, pdu: smpp.PDU) -> int:
+        params, tlvs = pdu.params, pdu.tlvs
+        esm_class = params.get("esm_class", 0)
+        short_message = params.get("short_message", b"")
+        dr = self.cfg.delivery_report
+        use_esm_class = dr["delivery_report_use_esm_class"]
+        receipt = parse_receipt(
+            esm_class, tlvs, short_message, self.receipt_regex, use_esm_class=use_esm_class
+        )
+        if receipt is not None:
+            await self._handle_receipt(receipt)
+            return CommandStatus.ESME_ROK
+
+        source = params.get("source_addr", "")
+        destination = params.get("destination_addr", "")
+        data_coding = params.get("data_coding", 0)
+        payload = tlvs.get("message_payload")
+        if payload is None:
+            payload = short_message
+        concat = multipart.ConcatInfo.from_sar(
+            tlvs.get("sar_msg_ref_num"),
+            tlvs.get("sar_total_segments"),
+            tlvs.get("sar_segment_seqnum"),
+        )
+        if concat is None and "message_payload" not in tlvs:
+            try:
+                header, rest = multipart.split_user_data(short_message, esm_class, sniff=True)
+            except multipart.MalformedUDH as exc:
+                self.log.warning(f"Ignoring a malformed user data header: {exc}")
+                header, rest = None, short_message
+            if header is not None:
+                payload = rest
+                concat = header.concat
+        if concat is not None:
+            whole = self.reassembler.add((source, destination), concat, payload)
+            if whole is None:
+                return CommandStatus.ESME_ROK
+            payload = whole
+
+        ussd_op = tlvs.get("ussd_service_op")
+        if not payload and ussd_op is None and not self.cfg.deliver_sm["allow_empty_messages"]:
+            self.log.warning(f"Refusing an empty message from {source!r}")
+            return self.cfg.deliver_sm_decoding_error
+        decoded = codecs.decode_message(payload, data_coding, self.codec_map)
+        if decoded.fallback:
+            self.log.info(
+                f"data_coding {data_coding} decoded as {decoded.codec} (not in the "
+                "data_coding map; see data_coding_overrides)"
+            )
+        text = decoded.text
+
+        if ussd_op is not None:
+            session_event, session_info = self._ussd_session(ussd_op, tlvs.get("its_session_info"))
+            await self.publish_inbound(
+                to_addr=destination,
+                from_addr=source,
+                content=text,
+                transport_type="ussd",
+                session_event=session_event,
+                transport_metadata={"session_info": session_info},
+            )
+            return CommandStatus.ESME_ROK
+        await self.publish_inbound(to_addr=destination, from_addr=source, content=text)
+        return CommandStatus.ESME_ROK
+
+    def _ussd_session(self, op: Any, session_info: Any) -> tuple[str, str]:
+        op_hex = bytes(op).hex() if isinstance(op, bytes | bytearray) else f"{int(op):02x}"
+        table = {k.lower(): v for k, v in self.cfg.deliver_sm["ussd_service_op_map"].items()}
+        session_event = table.get(op_hex.lower(), SESSION_CLOSE)
+        value = 0
+        if isinstance(session_info, bytes | bytearray) and session_info:
+            value = int.from_bytes(session_info, "big")
+        elif isinstance(session_info, int):
+            value = session_info
+        if value & 1:
+            session_event = SESSION_CLOSE
+        return session_event, f"{value & 0xFFFE:04x}"
+
+    def _parts_expired(self, expired: multipart.ExpiredSet) -> None:
+        source, destination = expired.source
+        self.log.warning(
+            f"Dropped an incomplete long message from {source!r} to {destination!r}: "
+            f"reference {expired.reference}, parts {sorted(expired.received)} of "
+            f"{expired.total} arrived, {expired.missing} missing ({expired.reason})"
+        )
+
+    # -- receipts ----------------------------------------------------------------------------------
+
+    async def _handle_receipt(self, receipt: Receipt) -> None:
+        if not receipt.smsc_id:
+            self.log.warning("A delivery receipt without a message id was ignored")
+            return
+        status = delivery_status(receipt.state, self.status_mapping) if receipt.state else "pending"
+        found = await self.ids.lookup(receipt.smsc_id)
+        if found is None:
+            self._hold(receipt, status)
+            return
+        message_id, normalised = found
+        outgoing = self.outgoing.get(message_id)
+        if outgoing is not None:
+            # Its ack is being published: report after it.
+            outgoing.receipts.append((receipt, status, normalised))
+            return
+        await self._report(message_id, normalised, receipt, status)
+
+    async def _report(
+        self, message_id: str, normalised: str, receipt: Receipt, status: str
+    ) -> None:
+        outcome = await self.ids.part_receipt(message_id, normalised, status)
+        if outcome is None:
+            report, final = status, status in FINAL_STATUSES
+        else:
+            report, final = outcome.status, outcome.final
+        if final:
+            await self.ids.expire(
+                normalised,
+                message_id,
+                self.cfg["final_dr_third_party_id_expiry"],
+                self.cfg["completed_multipart_info_expiry"],
+            )
+        if report is None or self.cfg["disable_delivery_report"]:
+            return
+        await self.publish_delivery_report(
+            message_id,
+            report,
+            transport_metadata={"smpp_delivery_status": receipt.state},
+        )
+
+    def _hold(self, receipt: Receipt, status: str) -> None:
+        hold_time = self.cfg["delivery_report_hold_time"]
+        if hold_time <= 0 or self._stopping:
+            self.log.info(f"Receipt for unknown SMSC id {receipt.smsc_id!r} dropped")
+            return
+        held = _HeldReceipt(receipt, status, frozenset(id_candidates(receipt.smsc_id)))
+        held.timer = self.clock.callLater(hold_time, self._held_timeout, held)
+        self.held.append(held)
+        while len(self.held) > MAX_HELD_RECEIPTS:
+            old = self.held.popleft()
+            if old.timer is not None and old.timer.active():
+                old.timer.cancel()
+            self.log.info(f"Receipt for unknown SMSC id {old.receipt.smsc_id!r} dropped")
+
+    def _release_held(self, stored: set[str]) -> None:
+        if not stored or not self.held:
+            return
+        for held in list(self.held):
+            if held.candidates & stored:
+                self.held.remove(held)
+                if held.timer is not None and held.timer.active():
+                    held.timer.cancel()
+                self._spawn(self._handle_receipt(held.receipt))
+
+    def _held_timeout(self, held: _HeldReceipt) -> None:
+        if held in self.held:
+            self.held.remove(held)
+        self._spawn(self._last_try(held))
+
+    async def _last_try(self, held: _HeldReceipt) -> None:
+        found = await self.ids.lookup(held.receipt.smsc_id)
+        if found is None:
+            self.log.info(
+                f"Receipt for unknown SMSC id {held.receipt.smsc_id!r} "
+                f"({held.receipt.state}) dropped"
+            )
+            return
+        await self._report(found[0], found[1], held.receipt, held.status)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _status(
+        self, level: str, type: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        self._spawn(self.publish_status(COMPONENT, level, type, message, details))
+
+    def _spawn(self, coroutine: Any) -> Deferred:
+        def failed(failure: Any) -> None:
+            self.log.error(f"SMPP channel task failed: {failure.value}", failure=failure)
+
+        return Deferred.fromCoroutine(coroutine).addErrback(failed)
