@@ -579,6 +579,10 @@ class ChannelLog:
             )
 
     def _forward(self, entry: dict[str, Any], failure: Any = None) -> None:
+        # Routine lines about one message stay in the channel's own log: at thousands of
+        # messages a second they would swamp the process log (and cost a write each).
+        if "message_id" in entry and entry["level"] < logging.WARNING:
+            return
         text = entry["message"]
         exception = entry.get("exception")
         if exception:

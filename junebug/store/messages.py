@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from junebug import messages
-from junebug.store.redis import Keys
+from junebug.store.redis import Keys, together
 
 
 class MessageStore:
@@ -29,9 +29,9 @@ class MessageStore:
         return self.keys(owner, "outbound_messages", message_id)
 
     async def _write(self, key: str, field: str, value: str, ttl: int) -> bool:
-        """HSET then EXPIRE; True when the field was new (so duplicates can be spotted)."""
-        added = await self.redis.hset(key, field, value)
-        await self.redis.expire(key, ttl)
+        """HSET and EXPIRE (sent together); True when the field was new, so duplicates
+        can be spotted."""
+        added, _ = await together(self.redis.hset(key, field, value), self.redis.expire(key, ttl))
         return bool(added)
 
     async def store_inbound(self, owner: str, message: dict[str, Any]) -> bool:
@@ -44,11 +44,10 @@ class MessageStore:
 
     async def load_inbound(self, owner: str, message_id: str) -> dict[str, Any] | None:
         key = self._inbound(owner, message_id)
-        raw = await self.redis.hget(key, "message")
-        if raw is None:
-            return None
-        await self.redis.expire(key, self.inbound_ttl)
-        return json.loads(raw)
+        raw, _ = await together(
+            self.redis.hget(key, "message"), self.redis.expire(key, self.inbound_ttl)
+        )
+        return None if raw is None else json.loads(raw)
 
     async def store_outbound(self, owner: str, record: dict[str, Any]) -> None:
         await self._write(
@@ -60,10 +59,11 @@ class MessageStore:
 
     async def load_outbound(self, owner: str, message_id: str) -> dict[str, Any] | None:
         key = self._outbound(owner, message_id)
-        raw = await self.redis.hget(key, "message")
+        raw, _ = await together(
+            self.redis.hget(key, "message"), self.redis.expire(key, self.outbound_ttl)
+        )
         if raw is None:
             return None
-        await self.redis.expire(key, self.outbound_ttl)
         try:
             record = json.loads(raw)
         except ValueError:

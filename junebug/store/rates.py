@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from junebug.store.redis import Keys
+from junebug.store.redis import Keys, together
 
 #: Counter label -> the field of the channel status object that reports it.
 RATE_FIELDS = {
@@ -36,8 +36,7 @@ class RateCounter:
 
     async def increment(self, owner: str, label: str) -> None:
         key = self.keys(owner, label, str(self._bucket()))
-        await self.redis.incr(key)
-        await self.redis.expire(key, math.ceil(2 * self.window))
+        await together(self.redis.incr(key), self.redis.expire(key, math.ceil(2 * self.window)))
 
     async def rate(self, owner: str, label: str) -> float:
         raw = await self.redis.get(self.keys(owner, label, str(self._bucket() - 1)))

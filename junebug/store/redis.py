@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import txredisapi
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 
 
 class Keys:
@@ -24,6 +25,16 @@ class Keys:
 #: Seconds a Redis command may take (including waiting for a reconnection) before it
 #: fails, so an API request answers 503 instead of hanging while Redis is away.
 COMMAND_TIMEOUT = 5.0
+
+
+async def together(*commands: Deferred) -> list[Any]:
+    """Await Redis commands sent together (one round trip's wait instead of several);
+    fails with the first command's own error, not a wrapper."""
+    try:
+        return await gatherResults(list(commands), consumeErrors=True)
+    except FirstError as error:
+        error.subFailure.raiseException()
+        raise  # unreachable: raiseException always raises
 
 
 class TimedRedis:

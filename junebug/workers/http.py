@@ -12,11 +12,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import treq
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
 from junebug import messages
 
 DEFAULT_TIMEOUT = 10.0
+MAX_PERSISTENT_PER_HOST = 64
+
+
+class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
+    """Twisted's connection factory without its two log lines per connection."""
+
+    noisy = False
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -45,7 +52,10 @@ class CallbackPoster:
         self.clock = clock or reactor
         self.timeout = timeout
         self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = 10
+        # A forwarder can have a full prefetch of inbound and of events in flight: keep
+        # that many connections open, or the extras are closed and made again each time.
+        self.pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
+        self.pool._factory = _QuietHTTP11ClientFactory
         self.client = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
 
     async def post(
