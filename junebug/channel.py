@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from junebug import messages
+from junebug.store.queues import QueueStore
 from junebug.store.status import worst_level
 from junebug.workers.forwarder import Destination, MessageForwarder
+from junebug.workers.outbound import queue_status
 from junebug.workers.status import StatusWorker
 from junebug.workers.transport import TransportWorker
 
@@ -19,6 +21,8 @@ from junebug.workers.transport import TransportWorker
 TRANSPORT_FIELDS = ("type", "config")
 #: Properties whose change means the forwarder must restart.
 DESTINATION_FIELDS = ("mo_url", "amqp_queue")
+#: Properties applied to the running transport's scheduler, without a restart.
+RATE_LIMIT_FIELDS = ("rate_limit_count", "rate_limit_window")
 
 
 class Channel:
@@ -94,6 +98,12 @@ class Channel:
         if any(old.get(f) != properties.get(f) for f in TRANSPORT_FIELDS):
             await self._stop_transport()
             await self._start_transport()
+        elif self.transport_worker is not None and any(
+            old.get(f) != properties.get(f) for f in RATE_LIMIT_FIELDS
+        ):
+            self.transport_worker.set_rate_limit(
+                properties.get("rate_limit_count"), properties.get("rate_limit_window")
+            )
         if any(old.get(f) != properties.get(f) for f in DESTINATION_FIELDS):
             await self._stop_forwarder()
             await self._start_forwarder()
@@ -141,6 +151,9 @@ class Channel:
             log=self.log,
             redis=b.redis,
             redis_prefix=b.keys.prefix,
+            rate_limit_count=self.properties.get("rate_limit_count"),
+            rate_limit_window=self.properties.get("rate_limit_window"),
+            queues=QueueStore(b.redis, b.keys),
         )
         try:
             await self.transport_worker.start()
@@ -166,7 +179,18 @@ class Channel:
             },
         }
         result.update(await b.rates.rates(self.id))
+        result["queue"] = await self.queue_status()
         return result
+
+    async def queue_status(self) -> dict[str, Any]:
+        """The outbound queue's length (docs/queues.md)."""
+        worker = self.transport_worker
+        return await queue_status(
+            self.backends.bus,
+            self.id,
+            scheduler=worker.scheduler if worker is not None else None,
+            queues=QueueStore(self.backends.redis, self.backends.keys),
+        )
 
     async def view(self) -> dict[str, Any]:
         """The channel as the API returns it: its properties, id and status."""

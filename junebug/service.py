@@ -16,8 +16,12 @@ from junebug.backends import Backends
 from junebug.bus.local import LocalBus
 from junebug.manager import ChannelManager
 from junebug.plugins import PluginHooks
+from junebug.routers.manager import RouterManager
+from junebug.routers.registry import router_types
 from junebug.store import redis as redis_store
+from junebug.store.claims import ClaimStore, process_identity
 from junebug.transports.registry import channel_types
+from junebug.workers.components import BackendMonitor
 from junebug.workers.http import CallbackPoster
 
 log = Logger(namespace="junebug")
@@ -25,6 +29,16 @@ log = Logger(namespace="junebug")
 
 class StartupError(Exception):
     """Junebug cannot start with this configuration; the message says why."""
+
+
+class _QuietSite(Site):
+    """The API's HTTP site, without an access-log line per request (a busy gateway
+    answers thousands a second; errors are logged where they happen)."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
 
 
 def _quote_interface(interface: str) -> str:
@@ -44,6 +58,8 @@ class JunebugService(MultiService):
         self.poster: Any = None
         self.backends: Backends | None = None
         self.manager: ChannelManager | None = None
+        self.routers: RouterManager | None = None
+        self.monitor: BackendMonitor | None = None
         self.port: Any = None
         self.plugins: list[Any] = []
 
@@ -65,6 +81,10 @@ class JunebugService(MultiService):
             types = channel_types(config.channels, config.replace_channels)
         except ValueError as exc:
             raise StartupError(f"bad channel type mapping: {exc}") from exc
+        try:
+            routers = router_types(config.routers, config.replace_routers)
+        except ValueError as exc:
+            raise StartupError(f"bad router type mapping: {exc}") from exc
         self.redis = await self._connect_redis()
         self.bus = await self._start_bus()
         self.poster = CallbackPoster(self.reactor)
@@ -80,11 +100,25 @@ class JunebugService(MultiService):
         )
         self._announce_mode()
         await self._start_plugins()
-        self.manager = ChannelManager(self.backends, hooks=[PluginHooks(self.plugins)])
+        claims = ClaimStore(self.redis, self.backends.keys, process_identity(config.port))
+        self.manager = ChannelManager(
+            self.backends, hooks=[PluginHooks(self.plugins)], claims=claims
+        )
+        self.routers = RouterManager(self.backends, self.manager, routers)
         await self.manager.restore()
-        api = JunebugApi(self.manager, self.backends)
-        site = Site(api.resource())
-        site.noisy = False
+        await self.routers.restore()
+        self.manager.keep_claims()
+        self.monitor = BackendMonitor(
+            bus=self.bus,
+            redis=self.redis,
+            statuses=self.backends.statuses,
+            poster=self.poster,
+            clock=self.reactor,
+            channels=lambda: self.manager.running.values(),
+        )
+        self.monitor.start()
+        api = JunebugApi(self.manager, self.backends, routers=self.routers)
+        site = _QuietSite(api.resource())
         description = f"tcp:port={config.port}:interface={_quote_interface(config.interface)}"
         try:
             self.port = await serverFromString(self.reactor, description).listen(site)
@@ -101,6 +135,10 @@ class JunebugService(MultiService):
         if self.port is not None:
             await self.port.stopListening()
             self.port = None
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.routers is not None:
+            await self.routers.stop_all()
         if self.manager is not None:
             await self.manager.stop_all()
         await self._stop_plugins()
@@ -176,6 +214,8 @@ class JunebugService(MultiService):
                 username=amqp.get("username", "guest"),
                 password=amqp.get("password", "guest"),
                 reactor=self.reactor,
+                # Back within 10 s of the broker's return (docs/deploying.md).
+                reconnect_max=10.0,
             )
         try:
             await bus.start()

@@ -10,7 +10,8 @@ from klein import Klein
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException
 
-from junebug.api import channels, health, messages, openapi
+from junebug.api import channels, health, messages, openapi, queue
+from junebug.api import routers as router_routes
 from junebug.api.envelope import respond
 from junebug.api.errors import JunebugError, StoreUnavailable
 from junebug.api.operations import Operation
@@ -19,13 +20,15 @@ log = Logger()
 
 
 class JunebugApi:
-    def __init__(self, manager: Any, backends: Any) -> None:
+    def __init__(self, manager: Any, backends: Any, routers: Any = None) -> None:
         self.manager = manager
+        #: The RouterManager (None: the router routes answer that routers are unavailable).
+        self.routers = routers
         self.backends = backends
         self.config = backends.config
         self.app = Klein()
         self.operations: list[Operation] = []
-        for module in (channels, messages, health):
+        for module in (channels, messages, queue, router_routes, health):
             module.register(self)
         self.app.route("/openapi.json", methods=["GET"])(self._openapi)
         self.app.handle_errors(JunebugError)(self._junebug_error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from junebug import messages
@@ -9,13 +10,36 @@ from junebug.api.envelope import respond
 from junebug.api.errors import (
     AmqpConnectionError,
     ApiUsageError,
+    JunebugError,
     MessageNotFound,
     MessageTooLong,
     UnknownMessage,
 )
 from junebug.api.operations import MESSAGE, MESSAGE_STATUS
 from junebug.api.schemas import MESSAGE_SEND, parse_object
-from junebug.bus.base import BusUnavailable, outbound_key
+from junebug.bus.base import BusUnavailable
+from junebug.store import idempotency
+from junebug.store.queues import QueueStore
+from junebug.workers.outbound import enqueue, priority_value
+
+#: The request header that makes a send safe to retry.
+IDEMPOTENCY_HEADER = b"Idempotency-Key"
+#: Longest Idempotency-Key accepted.
+IDEMPOTENCY_KEY_MAX = 255
+
+
+class IdempotencyKeyReused(JunebugError):
+    """The Idempotency-Key was first used with a different request body."""
+
+    status = 422
+    description = "idempotency key reused"
+
+
+class RequestInProgress(JunebugError):
+    """The first request with this Idempotency-Key has not answered yet."""
+
+    status = 409
+    description = "request in progress"
 
 
 def register(api: Any) -> None:
@@ -35,10 +59,32 @@ def register(api: Any) -> None:
         channel = await manager.get(channel_id)
         body = parse_object(request, MESSAGE_SEND)
         require_destination(channel)
+        key = idempotency_key(request)
+        if key is None:
+            result = await submit(channel, body)
+            return respond(request, 201, "message submitted", result)
+        store = idempotency.IdempotencyStore(
+            backends.redis, backends.keys, backends.config.outbound_message_ttl
+        )
+        claim = await claim_key(store, channel.id, key, body)
+        if isinstance(claim, idempotency.StoredAnswer):
+            request.setHeader(b"Idempotent-Replayed", b"true")
+            return respond(request, claim.status, claim.description, claim.result)
+        try:
+            result = await submit(channel, body)
+        except BaseException:
+            # No answer to replay: let a retry with this key run again.
+            with contextlib.suppress(Exception):
+                await store.release(claim)
+            raise
+        await store.complete(claim, 201, "message submitted", result)
+        return respond(request, 201, "message submitted", result)
+
+    async def submit(channel: Any, body: dict[str, Any]) -> dict[str, Any]:
         message = await build_outbound(backends, channel.id, channel.id, body)
         check_length(message, channel.character_limit)
         await send(backends, channel.id, body, message)
-        return respond(request, 201, "message submitted", messages.api_from_message(message))
+        return messages.api_from_message(message)
 
     @api.route(
         "/channels/<string:channel_id>/messages/<string:message_id>",
@@ -53,6 +99,35 @@ def register(api: Any) -> None:
         require_destination(channel)
         result = await message_status_of(backends, channel.id, channel.id, message_id)
         return respond(request, 200, "message status", result)
+
+
+def idempotency_key(request: Any) -> str | None:
+    """The request's Idempotency-Key header, or None; 400 when it is unusable."""
+    raw = request.getHeader(IDEMPOTENCY_HEADER)
+    if raw is None:
+        return None
+    key = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    if not key or len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise ApiUsageError(
+            f"Idempotency-Key: must be 1 to {IDEMPOTENCY_KEY_MAX} printable characters"
+        )
+    return key
+
+
+async def claim_key(
+    store: idempotency.IdempotencyStore, owner: str, key: str, body: dict[str, Any]
+) -> idempotency.Claim | idempotency.StoredAnswer:
+    try:
+        return await store.claim(owner, key, body)
+    except idempotency.KeyReused:
+        raise IdempotencyKeyReused(
+            f"Idempotency-Key: {key!r} was first used with a different request body; "
+            "use a new key for a new message"
+        ) from None
+    except idempotency.StillInProgress:
+        raise RequestInProgress(
+            f"Idempotency-Key: the first request with {key!r} has not answered yet; retry shortly"
+        ) from None
 
 
 def require_destination(channel: Any) -> None:
@@ -110,11 +185,20 @@ def check_length(message: dict[str, Any], limit: int | None) -> None:
 async def send(
     backends: Any, channel_id: str, body: dict[str, Any], message: dict[str, Any]
 ) -> None:
-    """Store the outbound record (so events find their event_url), then publish."""
+    """Store the outbound record (so events find their event_url), then queue the
+    message at the body's ``priority``, to expire after its ``validity``."""
     record = {**body, **messages.api_from_message(message)}
     await backends.messages.store_outbound(channel_id, record)
     try:
-        await backends.bus.publish(outbound_key(channel_id), message)
+        await enqueue(
+            backends.bus,
+            QueueStore(backends.redis, backends.keys),
+            backends.clock,
+            channel_id,
+            message,
+            priority=priority_value(body.get("priority")),
+            validity=body.get("validity"),
+        )
     except BusUnavailable as exc:
         raise AmqpConnectionError(f"Message not sent, message bus unavailable: {exc}") from exc
     await backends.rates.increment(channel_id, "outbound")

@@ -72,7 +72,13 @@ MESSAGE_SEND = {
         "event_auth_token": {**_NULLABLE_STRING, "description": "token for event_url"},
         "priority": {
             "type": ["integer", "string", "null"],
-            "description": "delivery priority (accepted; ordering is not implemented yet)",
+            "enum": [1, 2, 3, 4, 5, "bulk", "realtime", None],
+            "description": 'delivery priority: 1 (default, "bulk") to 5 ("realtime"), higher first',
+        },
+        "validity": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "description": "seconds the message may wait in the queue before it is dropped",
         },
         "channel_data": {
             "type": "object",
@@ -100,9 +106,20 @@ def _location(error: Any) -> str:
     return path or "body"
 
 
+_validators: dict[int, Draft202012Validator] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    # Building a validator costs more than most validations: keep one per schema.
+    validator = _validators.get(id(schema))
+    if validator is None or validator.schema is not schema:
+        validator = _validators[id(schema)] = Draft202012Validator(schema)
+    return validator
+
+
 def schema_errors(schema: dict[str, Any], body: Any) -> list[dict[str, Any]]:
     """Every problem with ``body``, each naming the field, sorted by message."""
-    validator = Draft202012Validator(schema)
+    validator = _validator(schema)
     found = []
     for error in validator.iter_errors(body):
         found.append(

@@ -1,4 +1,5 @@
-"""Runs one transport: sets it up and feeds it the channel's outbound queue."""
+"""Runs one transport: sets it up and feeds it the channel's outbound queue through
+the channel's ``OutboundScheduler`` (rate limit, priorities, expiry, cancellation)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from typing import Any
 
 from twisted.python.failure import Failure
 
-from junebug.bus.base import MAX_PRIORITY, MessageBus, outbound_key
+from junebug.bus.base import MessageBus
+from junebug.store.queues import QueueStore
 from junebug.transports.base import Transport, TransportContext
+from junebug.workers.outbound import BUFFER_SIZE, OutboundScheduler
 
 
 class TransportWorker:
@@ -23,12 +26,27 @@ class TransportWorker:
         redis: Any = None,
         redis_prefix: str = "",
         reactor: Any = None,
+        rate_limit_count: int | None = None,
+        rate_limit_window: float | None = None,
+        queues: QueueStore | None = None,
+        buffer_size: int = BUFFER_SIZE,
     ) -> None:
         self.channel_id = channel_id
         self.bus = bus
         self.log = log
-        self.consumer: Any = None
-        self._paused = transport_class.START_PAUSED
+        self.scheduler = OutboundScheduler(
+            channel_id,
+            send=self.handle_outbound,
+            reject=self.reject,
+            bus=bus,
+            clock=clock,
+            log=log,
+            queues=queues,
+            rate_limit_count=rate_limit_count,
+            rate_limit_window=rate_limit_window,
+            buffer_size=buffer_size,
+            paused=transport_class.START_PAUSED,
+        )
         context = TransportContext(
             channel_id=channel_id,
             bus=bus,
@@ -41,28 +59,28 @@ class TransportWorker:
         )
         self.transport = transport_class(context, config)
 
+    @property
+    def consumer(self) -> Any:
+        """The bus consumer of the channel's outbound queue (None when stopped)."""
+        return self.scheduler.consumer
+
     def set_paused(self, paused: bool) -> None:
-        self._paused = paused
-        if self.consumer is not None:
-            (self.consumer.pause if paused else self.consumer.resume)()
+        self.scheduler.set_paused(paused)
+
+    def set_rate_limit(self, count: int | None, window: float | None) -> None:
+        """Change the rate limit of the running channel, without a restart."""
+        self.scheduler.set_rate_limit(count, window)
 
     async def start(self) -> None:
         await self.transport.setup()
         try:
-            self.consumer = await self.bus.consume(
-                outbound_key(self.channel_id),
-                self.handle_outbound,
-                max_priority=MAX_PRIORITY,
-                paused=self._paused,
-            )
+            await self.scheduler.start()
         except Exception:
             await self.transport.teardown()
             raise
 
     async def stop(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-            self.consumer = None
+        await self.scheduler.stop()
         await self.transport.teardown()
 
     async def handle_outbound(self, message: dict[str, Any]) -> None:
@@ -77,3 +95,7 @@ class TransportWorker:
                 f"Sending failed: {reason}", message_id=message.get("message_id"), failure=Failure()
             )
             await self.transport.publish_nack(message["message_id"], reason)
+
+    async def reject(self, message: dict[str, Any], reason: str) -> None:
+        """A message that will not be sent (cancelled, expired): its nack."""
+        await self.transport.publish_nack(message["message_id"], reason)

@@ -66,7 +66,9 @@ async def test_create_answers_201_with_the_channel_and_its_status(api):
         "delivery_succeeded_rate",
         "delivery_failed_rate",
         "delivery_pending_rate",
+        "queue",
     }
+    assert result["status"]["queue"]["length"] == 0
     assert not port_is_free(port)
 
 
