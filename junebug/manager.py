@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from junebug.api.errors import (
     ApiUsageError,
     ChannelNotFound,
+    ChannelRunningElsewhere,
     ChannelStartError,
     InvalidChannelConfig,
     InvalidChannelType,
@@ -244,4 +245,4 @@ class ChannelManager:
             try:
                 await self.claims.check(channel.id)
             except ClaimedElsewhere as exc:
-                raise ApiUsageError(str(exc)) from exc
+                raise ChannelRunningElsewhere(str(exc)) from exc

@@ -301,7 +301,8 @@ async def test_two_processes_share_redis_and_rabbitmq(tmp_path):
             api_b.delete(f"/channels/{channel_id}"),
         ):
             code, body = await call
-            assert code == 400, body
+            assert code == 409, body
+            assert body["result"]["errors"][0]["type"] == "ChannelRunningElsewhere"
             assert "running in another Junebug process" in body["result"]["errors"][0]["message"]
         code, body = await api_a.get(f"/channels/{channel_id}")
         assert "label" not in body["result"]

@@ -48,11 +48,29 @@ class JunebugApi:
         body: dict[str, Any] | None = None,
         errors: tuple[int, ...] = (400, 404),
         query: tuple[Any, ...] = (),
+        answers: tuple[tuple[int, str, dict[str, Any]], ...] = (),
+        headers: tuple[Any, ...] = (),
         strict_slashes: bool = True,
     ) -> Any:
-        """Register a Klein route and record it as an operation of the OpenAPI description."""
+        """Register a Klein route and record it as an operation of the OpenAPI description.
+
+        ``answers`` declares other documented answers as (status, description, result
+        schema), e.g. /health's 500 "queues stuck"; ``headers`` request headers it reads.
+        """
         self.operations.append(
-            Operation(path, method, summary, status, description, result, body, errors, query)
+            Operation(
+                path,
+                method,
+                summary,
+                status,
+                description,
+                result,
+                body,
+                errors,
+                query,
+                answers,
+                headers,
+            )
         )
         return self.app.route(path, methods=[method], strict_slashes=strict_slashes)
 

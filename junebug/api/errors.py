@@ -88,3 +88,24 @@ class AmqpConnectionError(JunebugError):
 class StoreUnavailable(JunebugError):
     status = 503
     description = "redis connection error"
+
+
+class IdempotencyKeyReused(JunebugError):
+    """The Idempotency-Key was first used with a different request body."""
+
+    status = 422
+    description = "idempotency key reused"
+
+
+class RequestInProgress(JunebugError):
+    """The first request with this Idempotency-Key has not answered yet."""
+
+    status = 409
+    description = "request in progress"
+
+
+class ChannelRunningElsewhere(JunebugError):
+    """The channel runs in another jb process sharing this Redis: change it there."""
+
+    status = 409
+    description = "channel running elsewhere"

@@ -126,6 +126,7 @@ def register(api: Any) -> None:
         "health ok",
         HEALTH_RESULT,
         errors=(),
+        answers=((500, "queues stuck", QUEUE_LIST),),
         strict_slashes=False,
     )
     async def health(request: Any) -> bytes:

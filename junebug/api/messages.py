@@ -10,12 +10,13 @@ from junebug.api.envelope import respond
 from junebug.api.errors import (
     AmqpConnectionError,
     ApiUsageError,
-    JunebugError,
+    IdempotencyKeyReused,
     MessageNotFound,
     MessageTooLong,
+    RequestInProgress,
     UnknownMessage,
 )
-from junebug.api.operations import MESSAGE, MESSAGE_STATUS
+from junebug.api.operations import MESSAGE, MESSAGE_STATUS, QueryParameter
 from junebug.api.schemas import MESSAGE_SEND, parse_object
 from junebug.bus.base import BusUnavailable
 from junebug.store import idempotency
@@ -26,20 +27,6 @@ from junebug.workers.outbound import enqueue, priority_value
 IDEMPOTENCY_HEADER = b"Idempotency-Key"
 #: Longest Idempotency-Key accepted.
 IDEMPOTENCY_KEY_MAX = 255
-
-
-class IdempotencyKeyReused(JunebugError):
-    """The Idempotency-Key was first used with a different request body."""
-
-    status = 422
-    description = "idempotency key reused"
-
-
-class RequestInProgress(JunebugError):
-    """The first request with this Idempotency-Key has not answered yet."""
-
-    status = 409
-    description = "request in progress"
 
 
 def register(api: Any) -> None:
@@ -54,6 +41,14 @@ def register(api: Any) -> None:
         "message submitted",
         MESSAGE,
         body=MESSAGE_SEND,
+        errors=(400, 404, 409, 422),
+        headers=(
+            QueryParameter(
+                "Idempotency-Key",
+                {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX},
+                "makes a retried request answer like the first instead of sending again",
+            ),
+        ),
     )
     async def send_message(request: Any, channel_id: str) -> bytes:
         channel = await manager.get(channel_id)

@@ -13,6 +13,8 @@ from junebug.api.operations import ERRORS, Operation
 ERROR_DESCRIPTIONS = {
     400: "The request is invalid; result.errors names each problem",
     404: "No such channel or message",
+    409: "A conflicting request is still being handled, or the channel runs elsewhere",
+    422: "The Idempotency-Key was first used with a different request",
     503: "Redis or the message bus is unavailable; retry later",
 }
 
@@ -38,12 +40,13 @@ def _operation(op: Operation) -> dict[str, Any]:
     parameters += [
         {
             "name": q.name,
-            "in": "query",
+            "in": where,
             "required": False,
             "schema": q.schema,
             "description": q.description,
         }
-        for q in op.query
+        for where, declared in (("query", op.query), ("header", op.headers))
+        for q in declared
     ]
     responses: dict[str, Any] = {
         str(op.status): {
@@ -51,6 +54,11 @@ def _operation(op: Operation) -> dict[str, Any]:
             "content": {"application/json": {"schema": envelope(op.result, op.status)}},
         }
     }
+    for code, description, result in op.answers:
+        responses[str(code)] = {
+            "description": description,
+            "content": {"application/json": {"schema": envelope(result, code)}},
+        }
     for code in (*op.errors, 503):
         responses[str(code)] = {
             "description": ERROR_DESCRIPTIONS[code],

@@ -157,6 +157,10 @@ class Operation:
     body: dict[str, Any] | None = None
     errors: tuple[int, ...] = (400, 404)
     query: tuple[QueryParameter, ...] = ()
+    #: Other documented answers: (status, description, result schema).
+    answers: tuple[tuple[int, str, dict[str, Any]], ...] = ()
+    #: Request headers the operation reads.
+    headers: tuple[QueryParameter, ...] = ()
 
     @property
     def openapi_path(self) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from junebug.api.envelope import respond
-from junebug.api.errors import ApiUsageError
+from junebug.api.errors import ChannelRunningElsewhere
 from junebug.store.claims import ClaimedElsewhere
 from junebug.store.queues import QueueStore
 
@@ -89,4 +89,4 @@ async def refuse_if_elsewhere(manager: Any, channel: Any) -> None:
     try:
         await claims.check(channel.id)
     except ClaimedElsewhere as exc:
-        raise ApiUsageError(str(exc)) from exc
+        raise ChannelRunningElsewhere(str(exc)) from exc
