@@ -502,18 +502,28 @@ class OutboundScheduler:
 # -- what the API shows ---------------------------------------------------------------
 
 
+#: Seconds a status read waits for the bus to report a queue's length.
+QUEUE_LENGTH_TIMEOUT = 1.0
+
+
 async def queue_status(
     bus: MessageBus,
     channel_id: str,
     *,
     scheduler: OutboundScheduler | None = None,
     queues: QueueStore | None = None,
+    clock: Any = None,
 ) -> dict[str, Any]:
     """The channel's queue: ``length`` (waiting on the bus + buffered), its parts, and
     the per-priority counts kept in Redis. ``waiting`` and ``length`` are null when
     the bus cannot be asked."""
+    if clock is None:
+        from twisted.internet import reactor as clock
     try:
-        waiting: int | None = await bus.queue_length(outbound_key(channel_id))
+        # While the broker is away the bus would wait for it: the status shows null instead.
+        waiting: int | None = await bus.queue_length(outbound_key(channel_id)).addTimeout(
+            QUEUE_LENGTH_TIMEOUT, clock
+        )
     except Exception as exc:  # noqa: BLE001 - show the channel without it
         log.info("Queue length of {id} unavailable: {error}", id=channel_id, error=exc)
         waiting = None

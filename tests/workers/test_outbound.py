@@ -437,3 +437,22 @@ async def test_stopping_hands_buffered_messages_back_to_the_queue(setup: Setup, 
     # Every message went out exactly once (the in-process bus may reorder the ones
     # handed back, see docs/queues.md).
     assert sorted(first.sent + second.sent) == sorted(f"m{n}" for n in range(12))
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_status_does_not_wait_for_an_absent_broker():
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    from junebug.workers.outbound import QUEUE_LENGTH_TIMEOUT, queue_status
+
+    class AbsentBroker:
+        def queue_length(self, key):
+            return Deferred()  # never answers, like a bus waiting to reconnect
+
+    clock = Clock()
+    pending = Deferred.fromCoroutine(queue_status(AbsentBroker(), "c", clock=clock))
+    assert not pending.called
+    clock.advance(QUEUE_LENGTH_TIMEOUT)
+    status = await pending
+    assert (status["length"], status["waiting"]) == (None, None)
