@@ -956,11 +956,20 @@ class AmqpBus(MessageBus):
     def _confirmed(self, client: _Client, channel: Any, tag: int, multiple: bool, ok: bool) -> None:
         if channel is not client.publisher:
             return
-        tags = [t for t in client.unconfirmed if t <= tag] if multiple else [tag]
-        for t in tags:
-            item = client.unconfirmed.pop(t, None)
-            if item is None:
-                continue
+        unconfirmed = client.unconfirmed
+        if multiple:
+            # Tags were added in ascending order: take from the front up to ``tag``, so
+            # each message is looked at once however many are outstanding.
+            items = []
+            while unconfirmed:
+                first = next(iter(unconfirmed))
+                if first > tag:
+                    break
+                items.append(unconfirmed.pop(first))
+        else:
+            item = unconfirmed.pop(tag, None)
+            items = [] if item is None else [item]
+        for item in items:
             if ok:
                 item.finish()
             else:

@@ -284,3 +284,31 @@ def test_reconnect_delays_grow_exponentially_with_jitter_up_to_a_cap() -> None:
     ceilings = [0.5, 1, 2, 4, 4, 4, 4, 4]
     assert all(c / 2 <= d <= c for d, c in zip(delays, ceilings, strict=True))
     assert len(attempts) == 8
+
+
+def test_confirms_settle_exactly_the_messages_they_cover():
+    """A broker ack with multiple=true settles every message up to its tag, and no more;
+    a nack fails its message."""
+    from types import SimpleNamespace
+
+    from junebug.bus.amqp import AmqpBus, _Publish
+
+    bus = AmqpBus()
+    publisher = object()
+    items = {tag: _Publish("k.outbound", b"{}", None) for tag in range(1, 7)}
+    client = SimpleNamespace(publisher=publisher, unconfirmed=dict(items))
+    outcomes = {}
+    for tag, item in items.items():
+        item.done.addCallbacks(
+            lambda _, t=tag: outcomes.__setitem__(t, "ok"),
+            lambda f, t=tag: outcomes.__setitem__(t, f.type.__name__),
+        )
+    bus._confirmed(client, object(), 6, True, True)  # another channel's confirm: ignored
+    assert outcomes == {}
+    bus._confirmed(client, publisher, 3, True, True)
+    assert outcomes == {1: "ok", 2: "ok", 3: "ok"}
+    bus._confirmed(client, publisher, 5, False, False)
+    assert outcomes[5] == "BusUnavailable" and 4 not in outcomes
+    bus._confirmed(client, publisher, 6, True, True)
+    assert outcomes == {1: "ok", 2: "ok", 3: "ok", 4: "ok", 5: "BusUnavailable", 6: "ok"}
+    assert client.unconfirmed == {}
