@@ -84,3 +84,33 @@ async def test_an_unreachable_redis_is_a_clear_start_up_failure(tmp_path):
     with pytest.raises(RuntimeError, match="cannot connect to Redis"):
         await jb.start()
     assert jb.exit_code == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_walkthrough_on_redis_and_rabbitmq(tmp_path, receiver, redis_prefix):
+    port = free_port()
+    config = tmp_path / "junebug.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "port": port,
+                "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": redis_prefix},
+                "amqp": {"hostname": "127.0.0.1", "port": 5672},
+                "logging_path": str(tmp_path / "logs"),
+            }
+        )
+    )
+    jb = await JbProcess("-c", str(config), cwd=str(tmp_path)).start()
+    try:
+        assert "RabbitMQ at 127.0.0.1:5672" in jb.output
+        channel_id, _ = await walkthrough(ApiClient(f"http://localhost:{port}"), receiver)
+    finally:
+        assert await jb.stop() == 0, jb.output
+    import pika
+
+    connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+    try:
+        for kind in ("inbound", "outbound", "event", "status.status"):
+            connection.channel().queue_delete(f"{channel_id}.{kind}")
+    finally:
+        connection.close()
