@@ -772,3 +772,73 @@ async def test_nginx_exposes_an_http_channel_while_it_exists(tmp_path, private_n
     assert list(locations.glob("*.conf")) == []
     await nginx.until("/hello", 418)  # the vhost is gone from nginx too
     assert "nginx plugin: cannot" not in jb.output and "reload failed" not in jb.output
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_a_dmark_ussd_channel_works_behind_nginx(tmp_path, private_nginx, receiver):
+    """The bundled HTTP-based channel type, exposed by the plugin: a USSD dial through
+    nginx reaches the channel, and the application's reply comes back through nginx."""
+    from urllib.parse import urlencode
+
+    from twisted.internet.defer import Deferred
+
+    nginx = private_nginx
+    await nginx.until("/ussd", 418)
+    plugin = {
+        "type": "junebug.plugins.nginx.NginxPlugin",
+        "server_name": "junebug.test",
+        "vhost_file": str(nginx.sites / "junebug.conf"),
+        "locations_dir": str(tmp_path / "locations"),
+        "vhost_template": str(nginx.vhost_template()),
+        "reload_command": nginx.reload_command,
+    }
+    api_port, ussd_port = free_port(), free_port()
+    jb = await JbProcess(
+        *("-p", str(api_port), "--data-dir", str(tmp_path / "data")),
+        *("-lp", str(tmp_path / "logs"), "--plugin", json.dumps(plugin)),
+        cwd=str(tmp_path),
+    ).start()
+    try:
+        api = ApiClient(f"http://127.0.0.1:{api_port}")
+        code, body = await api.post(
+            "/channels/",
+            {
+                "type": "dmark",
+                "config": {"web_path": "ussd", "web_port": ussd_port},
+                "mo_url": receiver.url("/mo"),
+            },
+        )
+        assert code == 201, body
+        channel_id = body["result"]["id"]
+        await nginx.until("/ussd", 400)  # the channel answers (a dial without parameters)
+
+        dial = urlencode(
+            {
+                "transactionId": "tx-nginx-1",
+                "msisdn": "+256772000001",
+                "ussdServiceCode": "*384#",
+                "transactionTime": "2024-05-01T10:00:00",
+                "ussdRequestString": "*384#",
+                "creationTime": "2024-05-01T10:00:00",
+                "response": "false",
+            }
+        )
+        answer = Deferred.fromCoroutine(nginx.get(f"/ussd?{dial}"))
+        inbound = (await receiver.next()).json
+        assert inbound["channel_data"]["session_event"] == "new"
+        code, body = await api.post(
+            f"/channels/{channel_id}/messages/",
+            {
+                "reply_to": inbound["message_id"],
+                "content": "Welcome, through nginx",
+                "channel_data": {"continue_session": False},
+            },
+        )
+        assert code == 201, body
+        code, text = await answer
+        assert code == 200
+        assert json.loads(text)["responseString"] == "Welcome, through nginx"
+        assert json.loads(text)["action"] == "end"
+    finally:
+        assert await jb.stop() == 0, jb.output
