@@ -19,6 +19,7 @@ from junebug.api.errors import (
 from junebug.bus.base import channel_keys
 from junebug.channel import Channel
 from junebug.store.claims import ClaimedElsewhere
+from junebug.store.queues import QueueStore
 
 log = Logger()
 
@@ -139,6 +140,7 @@ class ChannelManager:
         b = self.backends
         await b.channels.delete(channel.id)
         await b.statuses.delete(channel.id)
+        await QueueStore(b.redis, b.keys).delete(channel.id)  # numbering, counts, cancel mark
         for key in channel_keys(channel.id):
             await b.bus.delete_queue(key)
         if self.claims is not None:

@@ -194,14 +194,19 @@ async def test_restart(api):
 
 
 @pytest_twisted.ensureDeferred
-async def test_delete_stops_frees_the_port_and_forgets(api):
+async def test_delete_stops_frees_the_port_and_forgets(api, redis, key_prefix):
     channel_id, port = await create(api)
+    code, _ = await api.post(f"/channels/{channel_id}/messages/", {"to": "x", "content": "c"})
+    assert code == 201
     code, body = await api.delete(f"/channels/{channel_id}")
     assert (code, body["description"]) == (200, "channel deleted")
     assert port_is_free(port)
     assert (await api.get(f"/channels/{channel_id}"))[0] == 404
     assert (await api.get("/channels/"))[1]["result"] == []
     assert (await api.delete(f"/channels/{channel_id}"))[0] == 404
+    # Nothing is left behind for good: what remains (rates, messages) expires by itself.
+    for key in await redis.keys(f"{key_prefix}:{channel_id}:*"):
+        assert await redis.ttl(key) > 0, key
 
 
 @pytest_twisted.ensureDeferred
