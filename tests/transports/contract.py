@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from junebug import messages
 from tests.transports.harness import TransportHarness
@@ -108,6 +110,29 @@ class TransportContract:
         assert event["event_type"] == "nack"
         assert event["user_message_id"] == sent["message_id"]
         assert event["nack_reason"]
+
+    @pytest_twisted.ensureDeferred
+    async def test_realtime_overtakes_queued_bulk_within_the_rate_limit(self, driver, harness):
+        if not driver.pushes_messages:
+            pytest.skip("this channel type only answers requests")
+        user = await driver.connect_user(harness)
+        address = driver.address(user)
+        worker = harness.worker
+        worker.set_rate_limit(1, 3600)  # one message an hour
+        await harness.send_queued(address, "bulk 0")
+        assert await driver.user_receives(user) == "bulk 0"  # it took the only token
+        for n in (1, 2, 3):
+            await harness.send_queued(address, f"bulk {n}")
+        await harness.send_queued(address, "realtime", priority=5)
+        # Everything waits for the rate limit: wait (bounded) until the channel holds all 4.
+        for _ in range(200):
+            if worker.scheduler.buffered == 4:
+                break
+            await deferLater(reactor, 0, lambda: None)
+        assert worker.scheduler.buffered == 4
+        worker.set_rate_limit(None, None)  # lifted: the queue goes out, highest first
+        received = [await driver.user_receives(user) for _ in range(4)]
+        assert received == ["realtime", "bulk 1", "bulk 2", "bulk 3"]
 
     def test_valid_config_has_no_problems(self, driver):
         assert driver.transport_class.check_config(driver.config()) == []

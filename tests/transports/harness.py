@@ -163,6 +163,22 @@ class TransportHarness:
         await self.bus.publish(outbound_key(self.channel_id), message)
         return message
 
+    async def send_queued(
+        self, to_addr: str, content: str, *, priority: int = 1, **fields: Any
+    ) -> dict:
+        """Send as the API does: numbered for the channel's queue, at ``priority``."""
+        from junebug.workers.outbound import enqueue
+
+        message = messages.user_message(
+            to_addr=to_addr,
+            from_addr=None,
+            transport_name=self.channel_id,
+            content=content,
+            **fields,
+        )
+        await enqueue(self.bus, None, reactor, self.channel_id, message, priority=priority)
+        return message
+
     async def send_message(self, message: dict[str, Any]) -> dict:
         await self.bus.publish(outbound_key(self.channel_id), message)
         return message
