@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import txredisapi
-from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, FirstError, gatherResults
+from twisted.python.failure import Failure
 
 
 class Keys:
@@ -40,27 +41,65 @@ async def together(*commands: Deferred) -> list[Any]:
 class TimedRedis:
     """A txredisapi connection whose every command fails with ``ConnectionError`` when
     Redis does not answer within ``timeout`` seconds (txredisapi alone waits forever
-    for a reconnection)."""
+    for a reconnection).
+
+    One watchdog, running while commands are outstanding, cancels those past their
+    deadline (so a command may take up to half a timeout longer to fail): cheaper than
+    arming and cancelling a reactor timer for every command.
+    """
 
     def __init__(self, connection: Any, clock: Any, timeout: float = COMMAND_TIMEOUT) -> None:
         self._connection = connection
         self._clock = clock
         self.timeout = timeout
+        #: Outstanding commands: Deferred -> (deadline, command name).
+        self._pending: dict[Deferred, tuple[float, str]] = {}
+        self._watchdog: Any = None
 
     def disconnect(self) -> Any:
+        self._stop_watchdog()
         return self._connection.disconnect()
 
     def __getattr__(self, name: str) -> Any:
         command = getattr(self._connection, name)
-        timeout, clock = self.timeout, self._clock
 
-        def timed_out(result: Any, seconds: float) -> Any:
-            raise txredisapi.ConnectionError(f"Redis did not answer {name} within {seconds:g}s")
+        def call(*args: Any, **kwargs: Any) -> Deferred:
+            return self._watch(command(*args, **kwargs), name)
 
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return command(*args, **kwargs).addTimeout(timeout, clock, onTimeoutCancel=timed_out)
-
+        # Cached on the instance: later uses of this command skip __getattr__ entirely.
+        self.__dict__[name] = call
         return call
+
+    def _watch(self, command: Deferred, name: str) -> Deferred:
+        if command.called:
+            return command
+        self._pending[command] = (self._clock.seconds() + self.timeout, name)
+        command.addBoth(self._settled, command)
+        if self._watchdog is None:
+            self._watchdog = self._clock.callLater(self.timeout / 2, self._expire)
+        return command
+
+    def _settled(self, result: Any, command: Deferred) -> Any:
+        entry = self._pending.pop(command, None)
+        if entry is not None and isinstance(result, Failure) and result.check(CancelledError):
+            raise txredisapi.ConnectionError(
+                f"Redis did not answer {entry[1]} within {self.timeout:g}s"
+            )
+        return result
+
+    def _expire(self) -> None:
+        self._watchdog = None
+        now = self._clock.seconds()
+        late = [command for command, (deadline, _) in self._pending.items() if deadline <= now]
+        for command in late:
+            command.cancel()  # fails it with ConnectionError (see _settled)
+        if self._pending:
+            self._watchdog = self._clock.callLater(self.timeout / 2, self._expire)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None and self._watchdog.active():
+            self._watchdog.cancel()
+        self._watchdog = None
 
 
 async def connect(

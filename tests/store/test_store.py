@@ -110,3 +110,35 @@ def test_worst_level():
     assert worst_level(["ok", "degraded"]) == "degraded"
     assert worst_level(["ok", "down", "degraded"]) == "down"
     assert worst_level(["ok"]) == "ok"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_command_redis_never_answers_fails_after_the_timeout():
+    import txredisapi
+    from twisted.internet.defer import Deferred
+
+    from junebug.store.redis import TimedRedis
+
+    class Silent:
+        def __init__(self):
+            self.sent = []
+
+        def get(self, key):
+            answer = Deferred()
+            self.sent.append(answer)
+            return answer
+
+    clock = Clock()
+    silent = Silent()
+    redis = TimedRedis(silent, clock, timeout=4)
+    stuck = redis.get("a")
+    clock.advance(2)
+    answered = redis.get("b")
+    silent.sent[1].callback("value")
+    assert await answered == "value"
+    clock.advance(2)  # "a" is past its deadline: the watchdog fails it
+    with pytest.raises(txredisapi.ConnectionError, match="did not answer get within 4s"):
+        await stuck
+    assert redis._pending == {}
+    clock.advance(10)
+    assert redis._watchdog is None  # nothing outstanding: no timer left running
