@@ -105,20 +105,26 @@ class _Str(_Kind):
 
 
 class _Int(_Kind):
-    def __init__(self, low: int = 0, high: int | None = None) -> None:
+    def __init__(self, low: int = 0, high: int | None = None, null_as: int | None = None) -> None:
         self.low = low
         self.high = high
+        #: What a null in the config file stands for (None: null is refused).
+        self.null_as = null_as
         if high is None:
             self.label = f"integer >= {low}"
             self.expected = f"an integer >= {low}"
         else:
             self.label = f"integer {low}-{high}"
             self.expected = f"an integer from {low} to {high}"
+        if null_as is not None:
+            self.label += f" or null (= {null_as})"
 
     def _in_range(self, value: int) -> bool:
         return value >= self.low and (self.high is None or value <= self.high)
 
     def check(self, value: Any) -> Any:
+        if value is None and self.null_as is not None:
+            return self.null_as
         if isinstance(value, int) and not isinstance(value, bool) and self._in_range(value):
             return value
         raise _Invalid(self.expected, value)
@@ -544,9 +550,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     _o(
         "max_log_files",
-        NON_NEGATIVE,
+        # The original's files used null for unlimited: accepted, as 0.
+        _Int(0, null_as=0),
         5,
-        "How many rotated channel log files to keep before deleting old ones; 0: unlimited.",
+        "How many rotated channel log files to keep before deleting old ones; 0 (or null): "
+        "unlimited.",
         long="--max-log-files",
         short="-mlf",
     ),

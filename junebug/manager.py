@@ -20,6 +20,7 @@ from junebug.bus.base import channel_keys
 from junebug.channel import Channel
 from junebug.store.claims import ClaimedElsewhere
 from junebug.store.queues import QueueStore
+from junebug.transports.common import coerce_numbers
 
 log = Logger()
 
@@ -56,6 +57,9 @@ class ChannelManager:
                 f"Invalid channel type {channel_type!r}, must be one of: {', '.join(sorted(types))}"
             )
         transport = types[channel_type]
+        if isinstance(properties.get("config"), dict):
+            # Numbers sent as strings, as the original's config reader accepted them.
+            properties["config"] = coerce_numbers(transport.CONFIG_SCHEMA, properties["config"])
         config = properties.get("config") or {}
         problems = transport.check_config(config)
         if problems:

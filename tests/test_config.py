@@ -416,7 +416,7 @@ def test_reference_shows_defaults() -> None:
     text = render_reference()
     assert re.search(r"\| `--port`, `-p` \| `port` \| integer 1-65535 \| `8080` \|", text)
     assert re.search(r"\| `redis.password` \| string or null \| `null` \|", text)
-    assert re.search(r"\| `max_log_files` \| integer >= 0 \| `5` \|", text)
+    assert re.search(r"\| `max_log_files` \| integer >= 0 or null \(= 0\) \| `5` \|", text)
     assert re.search(r"\| `data_dir` \| string \| `junebug-data` \|", text)
 
 
@@ -469,3 +469,14 @@ def test_docs_example_config_is_valid_and_complete() -> None:
     assert set(data) == set(FILE_FIELDS)
     config = JunebugConfig.from_mapping(data, source="docs example")
     assert config.embedded_redis is False and config.embedded_amqp is False
+
+
+def test_a_null_max_log_files_in_the_file_means_unlimited(tmp_path):
+    from junebug.cli import parse_config
+
+    config_file = tmp_path / "junebug.yaml"
+    config_file.write_text("max_log_files: null\n")
+    assert parse_config(["-c", str(config_file)], {}).max_log_files == 0
+    config_file.write_text("max_logs: null\n")
+    with pytest.raises(Exception, match="max_logs"):
+        parse_config(["-c", str(config_file)], {})

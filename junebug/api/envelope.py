@@ -17,7 +17,8 @@ def reason_phrase(status: int) -> str:
 
 def respond(request: Any, status: int, description: str, result: Any = None) -> bytes:
     """Set status and JSON content type on ``request``; return the envelope's body."""
-    request.setResponseCode(status)
+    # Twisted's table lacks some phrases (422 would read "Unknown Status").
+    request.setResponseCode(status, reason_phrase(status).encode("ascii"))
     request.setHeader(b"Content-Type", b"application/json")
     body = {
         "status": status,

@@ -55,7 +55,7 @@ class FromAddressRouter(Router):
     def validate_destination_config(cls, config: dict[str, Any]) -> list[str]:
         try:
             re.compile(config["regular_expression"])
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError, ValueError) as exc:
             return [f"regular_expression {config['regular_expression']!r} is invalid: {exc}"]
         return []
 

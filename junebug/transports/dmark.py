@@ -36,6 +36,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 
 from junebug import messages
 from junebug.transports.base import Transport
+from junebug.transports.common import VUMI_BASE_CONFIG
 
 #: Parameters Dmark sends with every request. ``response`` is "false" when the
 #: session starts; it is required but otherwise ignored, as in the original.
@@ -67,6 +68,7 @@ CONFIG_SCHEMA: dict[str, Any] = {
     "required": ["web_path"],
     "additionalProperties": False,
     "properties": {
+        **VUMI_BASE_CONFIG,
         "web_path": {
             "type": "string",
             "minLength": 1,

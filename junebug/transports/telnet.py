@@ -17,6 +17,7 @@ from twisted.internet.protocol import ServerFactory
 
 from junebug.messages import SESSION_CLOSE, SESSION_NEW, SESSION_RESUME
 from junebug.transports.base import Transport
+from junebug.transports.common import VUMI_BASE_CONFIG
 
 #: Typing this ends the session, as in the original.
 QUIT_COMMAND = "/quit"
@@ -81,6 +82,7 @@ class TelnetChannel(Transport):
                 "description": "to address of inbound messages (default: host:port listened on)",
             },
             "transport_type": {"type": "string", "description": "transport_type of inbound"},
+            **VUMI_BASE_CONFIG,
         },
         "additionalProperties": False,
     }

@@ -299,3 +299,27 @@ async def test_wire_logging_switches_on_without_a_restart(api):
     # TelnetTransport has already turned the client's CRLF into LF.
     assert [e["message"] for e in wire] == [f"{user.address} sent b'after\\n'"]
     await user.hang_up()
+
+
+@pytest_twisted.ensureDeferred
+async def test_original_channel_bodies_with_vumi_keys_and_numeric_strings_are_accepted(api):
+    port = free_port()
+    body = telnet_body(port)
+    body["config"].update(
+        transport_name="old", worker_name="old", publish_status=True, amqp_prefetch_count=20
+    )
+    code, result = await api.post("/channels/", body)
+    assert code == 201, result
+    dmark_port = free_port()
+    code, result = await api.post(
+        "/channels/",
+        {
+            "type": "dmark",
+            "mo_url": "http://127.0.0.1:9/mo",
+            "config": {"web_path": "ussd", "web_port": str(dmark_port), "request_timeout": "30"},
+        },
+    )
+    assert code == 201, result
+    assert result["result"]["config"]["web_port"] == dmark_port  # stored as a number
+    assert result["result"]["config"]["request_timeout"] == 30
+    assert not port_is_free(dmark_port)

@@ -312,3 +312,15 @@ async def test_every_router_route_is_in_the_openapi_description(rapi):
 async def test_without_a_router_manager_the_routes_say_so(api):
     code, body = await api.get("/routers/")
     assert code == 400 and "not available" in errors(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_regular_expression_too_big_to_compile_is_a_400_not_a_500(rapi):
+    channel_id, _ = await routed_channel(rapi)
+    router_id = await make_router(rapi, channel_id)
+    code, body = await rapi.post(
+        f"/routers/{router_id}/destinations/",
+        {"config": {"regular_expression": "a{99999999999}"}, "mo_url": "http://127.0.0.1:9/"},
+    )
+    assert code == 400, body
+    assert "regular_expression" in errors(body)

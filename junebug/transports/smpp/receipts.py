@@ -116,7 +116,7 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
     regex with named groups ``id`` and ``stat``."""
     try:
         compiled = re.compile(pattern)
-    except re.error as exc:
+    except (re.error, OverflowError, RecursionError, ValueError) as exc:
         raise ValueError(f"delivery_report_regex is not a valid regex: {exc}") from exc
     missing = {"id", "stat"} - set(compiled.groupindex)
     if missing:

@@ -202,3 +202,10 @@ async def test_store_fails_a_multipart_message_on_its_first_failed_part(redis, k
     failed = await store.part_receipt("m2", "b1", "failed")
     assert (failed.status, failed.final) == ("failed", True)
     assert await store.part_receipt("single", "x", "delivered") is None
+
+
+def test_a_receipt_regex_too_big_to_compile_is_a_clear_error():
+    from junebug.transports.smpp.receipts import compile_regex
+
+    with pytest.raises(ValueError, match="not a valid regex"):
+        compile_regex("id:(?P<id>a{99999999999}) stat:(?P<stat>x)")
