@@ -16,6 +16,7 @@ from junebug.api.errors import (
     InvalidChannelConfig,
     InvalidChannelType,
 )
+from junebug.api.urls import CALLBACK_URL_FIELDS, url_problem
 from junebug.bus.base import channel_keys
 from junebug.channel import Channel
 from junebug.store.claims import ClaimedElsewhere
@@ -64,6 +65,14 @@ class ChannelManager:
         problems = transport.check_config(config)
         if problems:
             raise InvalidChannelConfig(problems[0]["message"], errors=problems)
+        bad_urls = [
+            {"type": "invalid_body", "message": f"{field}: {problem}"}
+            for field in CALLBACK_URL_FIELDS
+            if isinstance(properties.get(field), str)
+            and (problem := url_problem(properties[field])) is not None
+        ]
+        if bad_urls:
+            raise ApiUsageError(bad_urls[0]["message"], errors=bad_urls)
         if properties.get("amqp_queue") and not self.backends.bus.external:
             raise ApiUsageError(
                 "amqp_queue needs Junebug to run with RabbitMQ: start jb with --amqp-host "

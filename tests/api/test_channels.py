@@ -323,3 +323,18 @@ async def test_original_channel_bodies_with_vumi_keys_and_numeric_strings_are_ac
     assert result["result"]["config"]["web_port"] == dmark_port  # stored as a number
     assert result["result"]["config"]["request_timeout"] == 30
     assert not port_is_free(dmark_port)
+
+
+@pytest_twisted.ensureDeferred
+async def test_callback_urls_that_cannot_be_posted_to_are_refused_naming_the_field(api):
+    for field, url in (
+        ("mo_url", "http://[::1/mo"),
+        ("status_url", "http://example.org:99999/status"),
+        ("mo_url", "http:///no-host"),
+    ):
+        code, body = await api.post("/channels/", telnet_body(free_port(), **{field: url}))
+        assert code == 400, (field, url, body)
+        assert error_messages(body).startswith(f"{field}:"), body
+    channel_id, _ = await create(api)
+    code, body = await api.post(f"/channels/{channel_id}", {"mo_url": "http://[::1/mo"})
+    assert code == 400 and "mo_url" in error_messages(body)
