@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from junebug.bus.base import MessageBus
+from junebug.store.callbacks import CallbackStore
 from junebug.store.channels import ChannelStore
 from junebug.store.messages import MessageStore
 from junebug.store.rates import RateCounter
@@ -28,6 +29,8 @@ class Backends:
     messages: MessageStore = attrs.field(init=False)
     statuses: StatusStore = attrs.field(init=False)
     rates: RateCounter = attrs.field(init=False)
+    #: The guaranteed path of every callback (workers.callbacks.CallbackQueue).
+    callbacks: Any = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.channels = ChannelStore(self.redis, self.keys)
@@ -39,6 +42,19 @@ class Backends:
         )
         self.statuses = StatusStore(self.redis, self.keys)
         self.rates = RateCounter(self.redis, self.keys, self.config.metric_window, self.clock)
+        from junebug.workers.callbacks import CallbackQueue
+
+        self.callbacks = CallbackQueue(
+            CallbackStore(self.redis, self.keys),
+            self.poster,
+            self.clock,
+            secrets=self.callback_secret,
+        )
+
+    async def callback_secret(self, channel_id: str) -> str | None:
+        """A channel's current ``callback_secret`` (signs its retried callbacks)."""
+        properties = await self.channels.load(channel_id)
+        return (properties or {}).get("callback_secret") or None
 
     def open_log(self, owner_id: str) -> Any:
         from junebug.logs import ChannelLog

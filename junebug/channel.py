@@ -12,6 +12,7 @@ from typing import Any
 from junebug import messages
 from junebug.store.queues import QueueStore
 from junebug.store.status import worst_level
+from junebug.workers.callbacks import CallbackSettings, settings_from
 from junebug.workers.forwarder import Destination, MessageForwarder
 from junebug.workers.outbound import queue_status
 from junebug.workers.status import StatusWorker
@@ -23,6 +24,8 @@ TRANSPORT_FIELDS = ("type", "config")
 DESTINATION_FIELDS = ("mo_url", "amqp_queue")
 #: Properties applied to the running transport's scheduler, without a restart.
 RATE_LIMIT_FIELDS = ("rate_limit_count", "rate_limit_window")
+#: Properties the API accepts but never shows.
+WRITE_ONLY_FIELDS = ("callback_secret",)
 
 
 class Channel:
@@ -52,7 +55,13 @@ class Channel:
             mo_url=self.properties.get("mo_url"),
             mo_url_auth_token=self.properties.get("mo_url_auth_token"),
             amqp_queue=self.properties.get("amqp_queue"),
+            callback=self.callback_settings,
         )
+
+    @property
+    def callback_settings(self) -> CallbackSettings:
+        """Retry limits and signing secret of the channel's callbacks."""
+        return settings_from(self.id, self.properties)
 
     @property
     def has_destination(self) -> bool:
@@ -117,6 +126,8 @@ class Channel:
             store=b.statuses,
             poster=b.poster,
             log=self.log,
+            callbacks=b.callbacks,
+            settings=lambda: self.callback_settings,
         )
         await self.status_worker.start()
 
@@ -132,6 +143,9 @@ class Channel:
             rates=b.rates,
             poster=b.poster,
             log=self.log,
+            callbacks=b.callbacks,
+            queues=QueueStore(b.redis, b.keys),
+            clock=b.clock,
         )
         await self.forwarder.start()
 
@@ -193,5 +207,7 @@ class Channel:
         )
 
     async def view(self) -> dict[str, Any]:
-        """The channel as the API returns it: its properties, id and status."""
-        return {**self.properties, "id": self.id, "status": await self.status()}
+        """The channel as the API returns it: its properties (but not the write-only
+        ones, e.g. ``callback_secret``), id and status."""
+        shown = {k: v for k, v in self.properties.items() if k not in WRITE_ONLY_FIELDS}
+        return {**shown, "id": self.id, "status": await self.status()}

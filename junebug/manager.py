@@ -154,6 +154,9 @@ class ChannelManager:
         await b.channels.delete(channel.id)
         await b.statuses.delete(channel.id)
         await QueueStore(b.redis, b.keys).delete(channel.id)  # numbering, counts, cancel mark
+        callbacks = getattr(b, "callbacks", None)
+        if callbacks is not None:
+            await callbacks.store.forget(channel.id)  # pending retries and dead letters
         for key in channel_keys(channel.id):
             await b.bus.delete_queue(key)
         if self.claims is not None:

@@ -108,6 +108,8 @@ class JunebugService(MultiService):
         await self.manager.restore()
         await self.routers.restore()
         self.manager.keep_claims()
+        # Callbacks waiting for a retry in Redis (from before a restart, too) go out.
+        await self.backends.callbacks.start()
         self.monitor = BackendMonitor(
             bus=self.bus,
             redis=self.redis,
@@ -115,6 +117,7 @@ class JunebugService(MultiService):
             poster=self.poster,
             clock=self.reactor,
             channels=lambda: self.manager.running.values(),
+            callbacks=self.backends.callbacks,
         )
         self.monitor.start()
         api = JunebugApi(self.manager, self.backends, routers=self.routers)
@@ -141,6 +144,8 @@ class JunebugService(MultiService):
             await self.routers.stop_all()
         if self.manager is not None:
             await self.manager.stop_all()
+        if self.backends is not None:
+            await self.backends.callbacks.stop()
         await self._stop_plugins()
         if self.bus is not None:
             await self.bus.stop()

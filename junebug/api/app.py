@@ -10,7 +10,7 @@ from klein import Klein
 from twisted.logger import Logger
 from werkzeug.exceptions import HTTPException
 
-from junebug.api import channels, health, messages, openapi, queue
+from junebug.api import channels, deadletters, health, messages, openapi, queue
 from junebug.api import routers as router_routes
 from junebug.api.envelope import respond
 from junebug.api.errors import JunebugError, StoreUnavailable
@@ -28,7 +28,7 @@ class JunebugApi:
         self.config = backends.config
         self.app = Klein()
         self.operations: list[Operation] = []
-        for module in (channels, messages, queue, router_routes, health):
+        for module in (channels, messages, queue, deadletters, router_routes, health):
             module.register(self)
         self.app.route("/openapi.json", methods=["GET"])(self._openapi)
         self.app.handle_errors(JunebugError)(self._junebug_error)

@@ -5,21 +5,35 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, ValidationError, validators
 
+from junebug import callback_templates
 from junebug.api.errors import ApiUsageError, JsonDecodeError
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _NULLABLE_COUNT = {"type": ["integer", "null"], "minimum": 0}
 _URL = {"type": ["string", "null"], "pattern": "^https?://", "format": "uri"}
+#: Keyword naming the kind of callback a URL template is for (callback_templates).
+TEMPLATE_KEYWORD = "x-junebug-callback-template"
+
+
+def _template_url(kind: str) -> dict[str, Any]:
+    return {**_URL, TEMPLATE_KEYWORD: kind}
+
 
 CHANNEL_PROPERTIES: dict[str, Any] = {
     "type": {"type": "string", "minLength": 1, "description": "channel type, e.g. telnet"},
     "label": {**_NULLABLE_STRING, "description": "user-defined label"},
     "config": {"type": "object", "description": "settings for the channel type"},
     "metadata": {"type": ["object", "null"], "description": "user-defined data"},
-    "status_url": {**_URL, "description": "where status events are POSTed"},
-    "mo_url": {**_URL, "description": "where inbound messages are POSTed"},
+    "status_url": {
+        **_template_url("status"),
+        "description": "where status events are POSTed (may hold template variables)",
+    },
+    "mo_url": {
+        **_template_url("inbound"),
+        "description": "where inbound messages are POSTed (may hold template variables)",
+    },
     "mo_url_auth_token": {**_NULLABLE_STRING, "description": "token for mo_url"},
     "amqp_queue": {
         "type": ["string", "null"],
@@ -32,6 +46,24 @@ CHANNEL_PROPERTIES: dict[str, Any] = {
     "wire_logging": {
         "type": ["boolean", "null"],
         "description": "log wire-level detail (PDUs, HTTP exchanges) in the channel's log",
+    },
+    "callback_secret": {
+        "type": ["string", "null"],
+        "minLength": 16,
+        "writeOnly": True,
+        "description": "signs every callback (HMAC-SHA256); never shown or logged",
+    },
+    "callback_max_attempts": {
+        "type": ["integer", "null"],
+        "minimum": 1,
+        "maximum": 1000,
+        "description": "attempts a failing callback gets before it is a dead letter",
+    },
+    "callback_max_age": {
+        "type": ["number", "null"],
+        "exclusiveMinimum": 0,
+        "maximum": 2592000,
+        "description": "seconds after which a failing callback is no longer retried",
     },
     "public_http": {
         "type": "object",
@@ -68,7 +100,10 @@ MESSAGE_SEND = {
         "group": {**_NULLABLE_STRING, "description": "group to send to"},
         "reply_to": {"type": "string", "minLength": 1, "description": "id of inbound to answer"},
         "content": {**_NULLABLE_STRING, "description": "text of the message"},
-        "event_url": {**_URL, "description": "where this message's events are POSTed"},
+        "event_url": {
+            **_template_url("event"),
+            "description": "where this message's events are POSTed (may hold template variables)",
+        },
         "event_auth_token": {**_NULLABLE_STRING, "description": "token for event_url"},
         "priority": {
             "type": ["integer", "string", "null"],
@@ -101,19 +136,43 @@ MESSAGE_SEND = {
 }
 
 
+DEAD_LETTER_REPLAY = {
+    "type": ["object", "null"],
+    "properties": {
+        "ids": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1},
+            "minItems": 1,
+            "description": "the dead letters to replay (default: all of them)",
+        },
+    },
+    "additionalProperties": False,
+    "examples": [{"ids": ["0f1e2d3c4b5a69788796a5b4c3d2e1f0"]}, {}],
+}
+
+
 def _location(error: Any) -> str:
     path = ".".join(str(part) for part in error.absolute_path)
     return path or "body"
 
 
-_validators: dict[int, Draft202012Validator] = {}
+def _check_template(validator: Any, kind: str, instance: Any, schema: Any) -> Any:
+    if isinstance(instance, str):
+        for problem in callback_templates.problems(instance, kind):
+            yield ValidationError(problem)
 
 
-def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+#: Draft 2020-12 plus the check of callback URL templates.
+Validator = validators.extend(Draft202012Validator, {TEMPLATE_KEYWORD: _check_template})
+
+_validators: dict[int, Any] = {}
+
+
+def _validator(schema: dict[str, Any]) -> Any:
     # Building a validator costs more than most validations: keep one per schema.
     validator = _validators.get(id(schema))
     if validator is None or validator.schema is not schema:
-        validator = _validators[id(schema)] = Draft202012Validator(schema)
+        validator = _validators[id(schema)] = Validator(schema)
     return validator
 
 

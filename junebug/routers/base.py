@@ -26,8 +26,10 @@ from jsonschema import Draft202012Validator
 from junebug import messages
 from junebug.api.errors import JunebugError
 from junebug.bus.base import event_key, inbound_key, outbound_key
+from junebug.store.queues import QueueStore
 from junebug.store.rates import RATE_FIELDS
 from junebug.workers.forwarder import Destination, MessageForwarder
+from junebug.workers.outbound import enqueue, priority_value
 
 # -- errors a user can cause -------------------------------------------------------------
 
@@ -222,6 +224,7 @@ class Router:
                         rates=b.rates,
                         poster=b.poster,
                         log=self.destination_log(destination.id),
+                        callbacks=b.callbacks,
                     )
                     await forwarder.start()
                     self._forwarders.append(forwarder)
@@ -325,7 +328,8 @@ class Router:
     ) -> None:
         """Record a destination's outbound message under the destination (with its
         event_url) and under the channel (naming the destination, so its events find
-        their way back), publish it to the channel and count it."""
+        their way back), queue it for the channel (``workers.outbound.enqueue``, at
+        the ``priority`` and ``validity`` of an API send's body) and count it."""
         b = self.backends
         await b.messages.store_outbound(destination.id, record)
         on_channel = {
@@ -339,7 +343,15 @@ class Router:
             f"Sending to {message.get('to_addr')} through channel {channel_id}",
             message_id=message.get("message_id"),
         )
-        await b.bus.publish(outbound_key(channel_id), message)
+        await enqueue(
+            b.bus,
+            QueueStore(b.redis, b.keys),
+            b.clock,
+            channel_id,
+            message,
+            priority=priority_value(record.get("priority")),
+            validity=record.get("validity"),
+        )
         await b.rates.increment(destination.id, "outbound")
         await b.rates.increment(channel_id, "outbound")
 

@@ -5,7 +5,8 @@ answering (``RedisWatcher``), every running channel gets a status event for the
 component ``amqp`` or ``redis``: ``down`` with the reason, then ``ok`` once the
 backend is back. Such a status can't travel over the bus like a transport's (the bus
 may be the thing that is down), so ``BackendStatus`` does the status worker's job
-itself: it POSTs the status to the channel's ``status_url`` at once and stores it
+itself: it POSTs the status to the channel's ``status_url`` at once (through the
+guaranteed path of ``workers.callbacks`` when it has one) and stores it
 with the status store. While Redis is unreachable the latest status per channel and
 component waits in memory and is written as soon as a write succeeds again.
 """
@@ -21,6 +22,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from junebug import messages
+from junebug.workers.callbacks import settings_from
+from junebug.workers.status import post_status
 
 log = Logger()
 
@@ -35,7 +38,8 @@ class BackendStatus:
     """Turns backend up/down transitions into channel status events.
 
     ``channels`` returns the running channels (objects with ``id``, ``properties``
-    and ``log``); ``store`` is a ``StatusStore``; ``poster`` a ``CallbackPoster``.
+    and ``log``); ``store`` is a ``StatusStore``; ``poster`` a ``CallbackPoster``;
+    ``callbacks`` (optional) the ``CallbackQueue`` that retries failed POSTs.
     """
 
     def __init__(
@@ -46,10 +50,12 @@ class BackendStatus:
         poster: Any,
         clock: Any,
         store_retry: float = STORE_RETRY,
+        callbacks: Any = None,
     ) -> None:
         self.channels = channels
         self.store = store
         self.poster = poster
+        self.callbacks = callbacks
         self.clock = clock
         self.store_retry = store_retry
         #: Whether each backend is up, as last announced.
@@ -123,11 +129,23 @@ class BackendStatus:
             return
         # One POST at a time per channel, so its receiver sees down before ok.
         lock = self._posting.setdefault(channel.id, DeferredLock())
-        payload = messages.api_from_status(channel.id, status)
-        lock.run(
-            lambda: Deferred.fromCoroutine(
-                self.poster.post(url, payload, log=channel.log, what="status event")
+        settings = settings_from(channel.id, channel.properties)
+
+        def send() -> Deferred:
+            return Deferred.fromCoroutine(
+                post_status(
+                    channel.id,
+                    url,
+                    status,
+                    callbacks=self.callbacks,
+                    poster=self.poster,
+                    settings=settings,
+                    log=channel.log,
+                )
             )
+
+        lock.run(send).addErrback(
+            lambda f: channel.log.error(f"Status not posted: {f.getErrorMessage()}")
         )
 
     def stop(self) -> None:
@@ -196,10 +214,20 @@ class BackendMonitor:
     """Wires ``BackendStatus`` to the bus and Redis of a running service."""
 
     def __init__(
-        self, *, bus: Any, redis: Any, statuses: Any, poster: Any, clock: Any, channels: Any
+        self,
+        *,
+        bus: Any,
+        redis: Any,
+        statuses: Any,
+        poster: Any,
+        clock: Any,
+        channels: Any,
+        callbacks: Any = None,
     ) -> None:
         self.bus = bus
-        self.status = BackendStatus(channels, store=statuses, poster=poster, clock=clock)
+        self.status = BackendStatus(
+            channels, store=statuses, poster=poster, clock=clock, callbacks=callbacks
+        )
         self.watcher = RedisWatcher(
             redis, lambda up, reason: self.status.changed(REDIS, up, reason), clock=clock
         )

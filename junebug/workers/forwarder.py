@@ -1,6 +1,9 @@
 """Delivers a channel's (or router destination's) inbound messages and events to
-its application: stores them, POSTs them to mo_url / event_url, and republishes
-them on ``<amqp_queue>.inbound`` / ``.event`` for AMQP applications.
+its application: stores them, POSTs them to mo_url / event_url (expanding their
+template variables, through the guaranteed path of ``workers.callbacks``), and
+republishes them on ``<amqp_queue>.inbound`` / ``.event`` for AMQP applications.
+Outbound messages AMQP applications publish on ``<amqp_queue>.outbound`` are queued
+for the channel through ``workers.outbound.enqueue``, like the API's sends.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from typing import Any
 
 import attrs
 
-from junebug import messages
+from junebug import callback_templates, messages
 from junebug.bus.base import MessageBus, event_key, inbound_key, outbound_key
+from junebug.workers.callbacks import WHAT, CallbackSettings
+from junebug.workers.outbound import enqueue
 
 
 @attrs.define
@@ -21,6 +26,8 @@ class Destination:
     mo_url: str | None = None
     mo_url_auth_token: str | None = None
     amqp_queue: str | None = None
+    #: Retry limits and signing of the callbacks (docs/callbacks.md).
+    callback: CallbackSettings = attrs.field(factory=CallbackSettings)
 
     @property
     def configured(self) -> bool:
@@ -45,7 +52,13 @@ class MessageForwarder:
         poster: Any,
         log: Any,
         channel_id: str | None = None,
+        callbacks: Any = None,
+        queues: Any = None,
+        clock: Any = None,
     ) -> None:
+        """``callbacks`` is the ``CallbackQueue`` (without one, each callback is tried
+        once); ``queues`` and ``clock`` number and stamp AMQP applications' sends
+        (``workers.outbound.enqueue``)."""
         self.owner = owner
         self.channel_id = channel_id or owner
         self._destination = destination
@@ -54,6 +67,9 @@ class MessageForwarder:
         self.rates = rates
         self.poster = poster
         self.log = log
+        self.callbacks = callbacks
+        self.queues = queues
+        self.clock = clock
         self.consumers: list[Any] = []
 
     @property
@@ -62,6 +78,8 @@ class MessageForwarder:
         return value() if callable(value) else value
 
     async def start(self) -> None:
+        if self.callbacks is not None:
+            await self.callbacks.attach(self.owner, self.log)
         self.consumers = [
             await self.bus.consume(inbound_key(self.owner), self.handle_inbound),
             await self.bus.consume(event_key(self.owner), self.handle_event),
@@ -76,6 +94,44 @@ class MessageForwarder:
         for consumer in self.consumers:
             await consumer.stop()
         self.consumers = []
+        if self.callbacks is not None:
+            await self.callbacks.detach(self.owner, self.log)
+
+    async def post(
+        self,
+        kind: str,
+        template: str,
+        values: dict[str, Any],
+        payload: dict[str, Any],
+        *,
+        token: str | None,
+        settings: CallbackSettings,
+        message_id: str | None,
+        source_id: str | None,
+    ) -> None:
+        """Expand ``template`` and POST ``payload`` to it (retried when it fails)."""
+        try:
+            url = callback_templates.render(template, kind, values)
+        except callback_templates.TemplateError as exc:
+            self.log.error(f"Not posting: {exc}", message_id=message_id)
+            return
+        if self.callbacks is None:
+            await self.poster.post(
+                url, payload, token=token, log=self.log, message_id=message_id, what=WHAT[kind]
+            )
+            return
+        await self.callbacks.send(
+            self.owner,
+            url,
+            payload,
+            kind=kind,
+            settings=settings,
+            token=token,
+            log=self.log,
+            message_id=message_id,
+            source_id=source_id,
+            template=template,
+        )
 
     async def handle_inbound(self, message: dict[str, Any]) -> None:
         destination = self.destination
@@ -88,13 +144,15 @@ class MessageForwarder:
             message_id=message_id,
         )
         if destination.mo_url:
-            await self.poster.post(
+            await self.post(
+                "inbound",
                 destination.mo_url,
+                callback_templates.inbound_values(self.channel_id, message),
                 payload,
                 token=destination.mo_url_auth_token,
-                log=self.log,
+                settings=destination.callback,
                 message_id=message_id,
-                what="inbound message",
+                source_id=message_id,
             )
         if destination.amqp_queue and self.bus.external:
             # The original put session_event into helper_metadata before publishing,
@@ -125,18 +183,21 @@ class MessageForwarder:
             record = await self.store.load_outbound(self.owner, message_id)
             event_url = record.get("event_url") if record else None
             if event_url:
-                await self.poster.post(
+                await self.post(
+                    "event",
                     event_url,
+                    callback_templates.event_values(self.channel_id, event, record),
                     messages.api_from_event(self.channel_id, event),
                     token=record.get("event_auth_token"),
-                    log=self.log,
+                    settings=destination.callback,
                     message_id=message_id,
-                    what=f"{event_type} event",
+                    source_id=event.get("event_id"),
                 )
             await self.rates.increment(self.owner, event_type)
         if destination.amqp_queue and self.bus.external:
             await self.bus.publish(event_key(destination.amqp_queue), event)
 
     async def handle_app_outbound(self, message: dict[str, Any]) -> None:
-        """An AMQP app's outbound message: pass it to the channel's transport."""
-        await self.bus.publish(outbound_key(self.channel_id), message)
+        """An AMQP app's outbound message: queue it for the channel's transport,
+        numbered (so a cancellation covers it) and counted, at the default priority."""
+        await enqueue(self.bus, self.queues, self.clock, self.channel_id, message)

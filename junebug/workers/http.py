@@ -1,15 +1,18 @@
 """POSTing JSON to applications: mo_url, event_url and status_url callbacks.
 
-A callback that fails (connection error, timeout, non-2xx) is logged in the
-owner's log with the reason and never raises: one bad receiver must not stop a
-channel or hold up the next message.
+``CallbackPoster.attempt`` makes one POST and says how it went (``Outcome``): it never
+raises, since one bad receiver must not stop a channel. Whether and when a failed
+callback is tried again is ``workers.callbacks``' business (docs/callbacks.md).
 """
 
 from __future__ import annotations
 
+import email.utils
+import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import attrs
 import treq
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
@@ -27,16 +30,73 @@ class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
-    """Move ``user:pass@`` out of a URL: (url without them, basic-auth pair or None)."""
+    """Move ``user:pass@`` out of a URL: (url without them, basic-auth pair or None).
+
+    Raises ValueError for a URL that cannot be sent to (bad host or port)."""
     parts = urlsplit(url)
+    port = parts.port  # raises ValueError when out of range
+    if not parts.hostname:
+        raise ValueError(f"no host in {mask_credentials(url)!r}")
     if parts.username is None:
         return url, None
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    netloc = host if port is None else f"{host}:{port}"
     clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return clean, (parts.username, parts.password or "")
+
+
+def mask_credentials(url: str) -> str:
+    """``url`` with the password of any ``user:pass@`` replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # not parseable as a URL: mask by pattern instead
+        return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(
+        (parts.scheme, f"{parts.username}:***@{netloc}", parts.path, parts.query, parts.fragment)
+    )
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """A Retry-After header (seconds, or an HTTP date) as seconds from ``now``."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment is None:
+        return None
+    return max(moment.timestamp() - now, 0.0)
+
+
+@attrs.frozen
+class Outcome:
+    """How one POST went."""
+
+    ok: bool
+    #: The HTTP status answered (None: no answer: connection error or timeout).
+    status: int | None = None
+    #: What went wrong, for logs and dead letters (empty when ok).
+    error: str = ""
+    #: Seconds the receiver asked us to wait (429 / 503 with Retry-After).
+    retry_after: float | None = None
+    #: The request could never be made (a URL that cannot be parsed): no retry helps.
+    hopeless: bool = False
+
+    @property
+    def retryable(self) -> bool:
+        """Worth trying again: no answer, a 5xx, or 429."""
+        if self.ok or self.hopeless:
+            return False
+        return self.status is None or self.status >= 500 or self.status == 429
 
 
 class CallbackPoster:
@@ -68,14 +128,36 @@ class CallbackPoster:
         message_id: str | None = None,
         what: str = "message",
     ) -> bool:
-        """POST ``payload`` as JSON; True on a 2xx answer. Failures are logged, not raised."""
-        target, basic_auth = split_credentials(url)
-        headers = {b"Content-Type": [b"application/json"]}
+        """POST ``payload`` as JSON once; True on a 2xx answer. Failures are logged, not
+        raised."""
+        body = messages.to_json(payload).encode("ascii")
+        outcome = await self.attempt(url, body, token=token)
+        if not outcome.ok:
+            log.error(
+                f"Post of {what} to {mask_credentials(url)} {outcome.error}",
+                message_id=message_id,
+                **({"status_code": outcome.status} if outcome.status else {}),
+            )
+        return outcome.ok
+
+    async def attempt(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        token: str | None = None,
+        headers: dict[bytes, list[bytes]] | None = None,
+    ) -> Outcome:
+        """POST the JSON ``body`` once, with ``headers`` added; never raises."""
+        try:
+            target, basic_auth = split_credentials(url)
+        except ValueError as exc:
+            return Outcome(False, error=f"cannot be sent: {exc}", hopeless=True)
+        headers = {b"Content-Type": [b"application/json"], **(headers or {})}
         if token:
             # One Authorization header only: an explicit token wins over URL credentials.
             headers[b"Authorization"] = [f"Token {token}".encode()]
             basic_auth = None
-        body = messages.to_json(payload).encode("ascii")
 
         async def exchange() -> tuple[Any, bytes]:
             response = await self.client.post(target, data=body, headers=headers, auth=basic_auth)
@@ -90,26 +172,21 @@ class CallbackPoster:
                 self.timeout, self.clock, onTimeoutCancel=timed_out
             )
         except (CancelledError, TimeoutError):
-            log.error(
-                f"Post of {what} to {target} timed out after {self.timeout:g}s",
-                message_id=message_id,
-            )
-            return False
+            return Outcome(False, error=f"timed out after {self.timeout:g}s")
         except Exception as exc:  # noqa: BLE001 - any transport failure is the receiver's
-            log.error(
-                f"Post of {what} to {target} failed: {type(exc).__name__}: {exc}",
-                message_id=message_id,
+            return Outcome(False, error=f"failed: {type(exc).__name__}: {exc}")
+        if 200 <= response.code < 300:
+            return Outcome(True, response.code)
+        excerpt = content[:500].decode("utf-8", "replace")
+        wait = None
+        if response.code in (429, 503):
+            values = response.headers.getRawHeaders(b"Retry-After") or []
+            wait = retry_after_seconds(
+                values[0].decode("latin-1") if values else None, self.clock.seconds()
             )
-            return False
-        if not 200 <= response.code < 300:
-            excerpt = content[:500].decode("utf-8", "replace")
-            log.error(
-                f"Post of {what} to {target} answered {response.code}: {excerpt}",
-                message_id=message_id,
-                status_code=response.code,
-            )
-            return False
-        return True
+        return Outcome(
+            False, response.code, error=f"answered {response.code}: {excerpt}", retry_after=wait
+        )
 
     async def close(self) -> None:
         await self.pool.closeCachedConnections()

@@ -61,3 +61,18 @@ async def test_a_receiver_that_never_answers_times_out(receiver, tmp_path):
         assert "timed out after 10s" in read_logs(str(tmp_path), "c", 1)[0]["message"]
     finally:
         await poster.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_url_that_cannot_be_parsed_is_hopeless_not_raised(tmp_path):
+    from junebug.workers.http import mask_credentials
+
+    poster = CallbackPoster(reactor)
+    try:
+        for url in ("http://u:pw@[::1/mo", "http://127.0.0.1:99999/", "http:///no-host"):
+            outcome = await poster.attempt(url, b"{}")
+            assert not outcome.ok and outcome.hopeless and not outcome.retryable
+            assert "cannot be sent" in outcome.error
+        assert mask_credentials("http://u:pw@[::1/mo") == "http://u:***@[::1/mo"
+    finally:
+        await poster.close()

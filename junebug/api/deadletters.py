@@ -1,0 +1,150 @@
+"""Routes for a channel's dead letters: callbacks given up on (docs/callbacks.md).
+
+List them (newest first, paged), replay them (all or some: they are queued again
+behind whatever waits for their URL) and delete them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from junebug.api.envelope import respond
+from junebug.api.errors import ApiUsageError
+from junebug.api.operations import QueryParameter
+from junebug.api.schemas import DEAD_LETTER_REPLAY, parse_json_body, validate
+from junebug.workers.callbacks import dead_letter_view
+
+PATH = "/channels/<string:channel_id>/dead-letters"
+#: Dead letters per page unless ``limit`` says otherwise, and the most it may say.
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+DEAD_LETTER = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "kind": {"enum": ["inbound", "event", "status"]},
+        "url": {"type": "string"},
+        "message_id": _NULLABLE_STRING,
+        "attempts": {"type": "integer"},
+        "last_error": {"type": "string"},
+        "last_status": {"type": ["integer", "null"]},
+        "created_at": _NULLABLE_STRING,
+        "first_attempt_at": _NULLABLE_STRING,
+        "last_attempt_at": _NULLABLE_STRING,
+        "replays": {"type": "integer"},
+        "payload": {},
+    },
+    "required": ["id", "kind", "url", "attempts", "last_error", "payload"],
+}
+
+DEAD_LETTER_PAGE = {
+    "type": "object",
+    "properties": {
+        "total": {"type": "integer"},
+        "offset": {"type": "integer"},
+        "limit": {"type": "integer"},
+        "dead_letters": {"type": "array", "items": DEAD_LETTER},
+    },
+    "required": ["total", "offset", "limit", "dead_letters"],
+}
+
+REPLAYED = {
+    "type": "object",
+    "properties": {"replayed": {"type": "integer"}},
+    "required": ["replayed"],
+}
+
+DELETED = {
+    "type": "object",
+    "properties": {"deleted": {"type": "integer"}},
+    "required": ["deleted"],
+}
+
+PAGE_QUERY = (
+    QueryParameter("offset", {"type": "integer", "minimum": 0}, "dead letters to skip"),
+    QueryParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+        f"dead letters per page (default {DEFAULT_LIMIT})",
+    ),
+)
+
+
+def register(api: Any) -> None:
+    manager = api.manager
+
+    def callbacks() -> Any:
+        return api.backends.callbacks
+
+    @api.route(
+        PATH,
+        "GET",
+        "A channel's dead letters (callbacks given up on), newest first",
+        200,
+        "dead letters listed",
+        DEAD_LETTER_PAGE,
+        query=PAGE_QUERY,
+    )
+    async def list_dead_letters(request: Any, channel_id: str) -> bytes:
+        channel = await manager.get(channel_id)
+        offset = _int_arg(request, "offset", 0, 0, None)
+        limit = _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        total, records = await callbacks().store.dead_letters(channel.id, offset, limit)
+        result = {
+            "total": total,
+            "offset": offset,
+            "limit": limit,
+            "dead_letters": [dead_letter_view(record) for record in records],
+        }
+        return respond(request, 200, "dead letters listed", result)
+
+    @api.route(
+        PATH + "/replay",
+        "POST",
+        "Queue a channel's dead letters for delivery again",
+        200,
+        "dead letters replayed",
+        REPLAYED,
+        body=DEAD_LETTER_REPLAY,
+    )
+    async def replay_dead_letters(request: Any, channel_id: str) -> bytes:
+        channel = await manager.get(channel_id)
+        body = parse_json_body(request)
+        validate(DEAD_LETTER_REPLAY, body)
+        ids = (body or {}).get("ids")
+        replayed = await callbacks().replay(channel.id, ids)
+        if replayed:
+            channel.log.info(f"{replayed} dead letter(s) replayed")
+        return respond(request, 200, "dead letters replayed", {"replayed": replayed})
+
+    @api.route(
+        PATH,
+        "DELETE",
+        "Delete every dead letter of a channel",
+        200,
+        "dead letters deleted",
+        DELETED,
+        errors=(404,),
+    )
+    async def delete_dead_letters(request: Any, channel_id: str) -> bytes:
+        channel = await manager.get(channel_id)
+        deleted = await callbacks().store.delete_dead(channel.id, None)
+        return respond(request, 200, "dead letters deleted", {"deleted": deleted})
+
+
+def _int_arg(request: Any, name: str, default: int, minimum: int, maximum: int | None) -> int:
+    values = request.args.get(name.encode())
+    if not values:
+        return default
+    text = values[0].decode("utf-8", "replace")
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiUsageError(f"{name}: {text!r} is not an integer") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise ApiUsageError(f"{name}: must be at least {minimum}{upper}, got {value}")
+    return value
