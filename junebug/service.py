@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -274,6 +275,8 @@ def run(config: Any, reactor: Any = None) -> int:
             log.critical("jb: cannot start: {reason}", reason=failure.value)
         else:
             log.failure("jb: cannot start", failure)
+        # Also on stderr: the process log may be switched off (JUNEBUG_DISABLE_LOGGING).
+        print(f"jb: cannot start: {failure.value}", file=sys.stderr)
         outcome["code"] = 1
         reactor.stop()
 

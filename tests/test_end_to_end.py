@@ -114,3 +114,18 @@ async def test_walkthrough_on_redis_and_rabbitmq(tmp_path, receiver, redis_prefi
             connection.channel().queue_delete(f"{channel_id}.{kind}")
     finally:
         connection.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_start_is_said_on_stderr_even_with_logging_off(tmp_path):
+    jb = JbProcess(
+        "-p",
+        str(free_port()),
+        "--redis-port",
+        str(free_port()),
+        cwd=str(tmp_path),
+        env={"JUNEBUG_DISABLE_LOGGING": "1"},
+    )
+    with pytest.raises(RuntimeError, match="jb: cannot start: cannot connect to Redis"):
+        await jb.start()
+    assert jb.exit_code == 1

@@ -197,10 +197,17 @@ def validate(schema: dict[str, Any], body: Any) -> None:
         raise ApiUsageError(errors[0]["message"], errors=errors)
 
 
+def _no_constants(name: str) -> Any:
+    # NaN and Infinity are not JSON: stored, they would make our own answers invalid JSON.
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_json_body(request: Any) -> Any:
     raw = request.content.read()
     try:
-        return json.loads(raw or b"null")
+        return json.loads(raw or b"null", parse_constant=_no_constants)
+    except RecursionError:
+        raise JsonDecodeError("request body is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise JsonDecodeError(f"request body is not valid JSON: {exc}") from exc
 

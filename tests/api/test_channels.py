@@ -338,3 +338,15 @@ async def test_callback_urls_that_cannot_be_posted_to_are_refused_naming_the_fie
     channel_id, _ = await create(api)
     code, body = await api.post(f"/channels/{channel_id}", {"mo_url": "http://[::1/mo"})
     assert code == 400 and "mo_url" in error_messages(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_our_answers_could_not_echo_is_refused(api):
+    for raw in (
+        b'{"type": "telnet", "config": {}, "metadata": {"x": Infinity}}',
+        b'{"type": "telnet", "config": {}, "metadata": {"x": NaN}}',
+        b'{"metadata": ' * 5000 + b"1" + b"}" * 5000,
+    ):
+        code, body = await api.post("/channels/", raw=raw)
+        assert code == 400, raw[:60]
+        assert body["description"] == "json decode error"
