@@ -21,7 +21,7 @@ from junebug.api.schemas import MESSAGE_SEND, parse_object
 from junebug.bus.base import BusUnavailable
 from junebug.store import idempotency
 from junebug.store.queues import QueueStore
-from junebug.workers.outbound import enqueue, priority_value
+from junebug.workers.outbound import DEFAULT_PRIORITY, PRIORITY_NAMES, enqueue
 
 #: The request header that makes a send safe to retry.
 IDEMPOTENCY_HEADER = b"Idempotency-Key"
@@ -78,7 +78,7 @@ def register(api: Any) -> None:
     async def submit(channel: Any, body: dict[str, Any]) -> dict[str, Any]:
         message = await build_outbound(backends, channel.id, channel.id, body)
         check_length(message, channel.character_limit)
-        await send(backends, channel.id, body, message)
+        await send(backends, channel.id, body, message, log=channel.log)
         return messages.api_from_message(message)
 
     @api.route(
@@ -178,7 +178,12 @@ def check_length(message: dict[str, Any], limit: int | None) -> None:
 
 
 async def send(
-    backends: Any, channel_id: str, body: dict[str, Any], message: dict[str, Any]
+    backends: Any,
+    channel_id: str,
+    body: dict[str, Any],
+    message: dict[str, Any],
+    *,
+    log: Any = None,
 ) -> None:
     """Store the outbound record (so events find their event_url), then queue the
     message at the body's ``priority``, to expire after its ``validity``."""
@@ -191,7 +196,7 @@ async def send(
             backends.clock,
             channel_id,
             message,
-            priority=priority_value(body.get("priority")),
+            priority=api_priority(body.get("priority"), log),
             validity=body.get("validity"),
         )
     except BusUnavailable as exc:
@@ -214,3 +219,23 @@ async def message_status_of(
         "last_event_timestamp": last["timestamp"] if last else None,
         "events": api_events,
     }
+
+
+def api_priority(value: Any, log: Any = None) -> int:
+    """The queue priority for a send's ``priority`` (schema-valid: 1-5, a string or null).
+
+    "1" to "5", "bulk" and "realtime" mean what they say. The original accepted any
+    string and ignored it, so any other string means the default, with a warning.
+    """
+    if value is None:
+        return DEFAULT_PRIORITY
+    if isinstance(value, int):
+        return value
+    text = value.strip().lower()
+    if text in PRIORITY_NAMES:
+        return PRIORITY_NAMES[text]
+    if text in ("1", "2", "3", "4", "5"):
+        return int(text)
+    if log is not None:
+        log.warning(f"priority {value!r} is not 1-5, bulk or realtime: sent at priority 1")
+    return DEFAULT_PRIORITY

@@ -107,8 +107,11 @@ MESSAGE_SEND = {
         "event_auth_token": {**_NULLABLE_STRING, "description": "token for event_url"},
         "priority": {
             "type": ["integer", "string", "null"],
-            "enum": [1, 2, 3, 4, 5, "bulk", "realtime", None],
-            "description": 'delivery priority: 1 (default, "bulk") to 5 ("realtime"), higher first',
+            "minimum": 1,
+            "maximum": 5,
+            "maxLength": 64,
+            "description": 'delivery priority: 1 (default, "bulk") to 5 ("realtime"), higher '
+            "first; other strings (the original ignored priority) mean 1",
         },
         "validity": {
             "type": ["number", "null"],

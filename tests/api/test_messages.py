@@ -254,3 +254,17 @@ async def test_logs_of_one_message(api, receiver, config):
     lines = [entry["message"] for entry in body["result"]]
     assert any(line.startswith("Sending to") for line in lines)
     assert all(entry["message_id"] == message_id for entry in body["result"])
+
+
+def test_api_priority_values():
+    from junebug.api.messages import api_priority
+
+    assert [api_priority(v) for v in (None, 1, 5, "2", " Realtime ", "bulk", "high")] == [
+        1,
+        1,
+        5,
+        2,
+        5,
+        1,
+        1,
+    ]

@@ -34,17 +34,20 @@ async def send(api, channel_id: str, **body):
 async def test_priority_and_validity_are_validated(api, receiver):
     channel_id, user, _ = await connected_user(api, receiver)
     path = f"/channels/{channel_id}/messages/"
-    for bad in (0, 6, "urgent", 2.5, True):
+    for bad in (0, 6, 2.5, True):
         code, body = await api.post(path, {"to": user.address, "content": "x", "priority": bad})
         assert code == 400, bad
         assert errors(body).startswith("invalid_body: priority:"), errors(body)
     for bad in (0, -5, "10"):
         code, body = await api.post(path, {"to": user.address, "content": "x", "validity": bad})
         assert code == 400 and "validity:" in errors(body), bad
-    for good in (1, 5, "bulk", "realtime", None):
+    # The original took any string and ignored it: unknown strings are sent at priority 1.
+    for good in (1, 5, "bulk", "realtime", None, "3", "urgent"):
         code, body = await api.post(path, {"to": user.address, "content": "y", "priority": good})
         assert code == 201, body
         assert await user.next_line() == "y"
+    code, body = await api.get(f"/channels/{channel_id}/logs")
+    assert any("priority 'urgent'" in entry["message"] for entry in body["result"])
 
 
 @pytest_twisted.ensureDeferred
