@@ -7,6 +7,16 @@ each (ack / nack / delivery_report) and status events for its connection.
 
 Adding a channel type is one subclass of ``Transport`` with a ``CONFIG_SCHEMA``,
 registered under a type name (``junebug.transports.registry``).
+
+Outbound delivery is at-least-once end to end: the bus message of an outbound
+message is acknowledged only when ``handle_outbound`` returns, so a transport
+returns only once the wire has taken responsibility for the message (the SMSC
+answered the submit_sm, the stanza was written to a connected stream...) and its
+ack or nack was published. A transport that cannot send a message now raises
+``RetryLater``: the message goes back to the bus and is delivered again after a
+back-off, without any event. If the process dies, every message a transport was
+still holding is delivered again when it restarts: far ends may see duplicates,
+never a gap.
 """
 
 from __future__ import annotations
@@ -19,6 +29,17 @@ from twisted.internet.interfaces import IReactorCore, IReactorTime
 
 from junebug import messages
 from junebug.bus.base import MessageBus, event_key, inbound_key, status_key
+
+
+class RetryLater(Exception):
+    """The message was not sent and should be delivered again later.
+
+    Raised by ``Transport.handle_outbound`` (or the failure of the call's
+    Deferred): the worker publishes no event and fails the bus handler, so the
+    message stays on the channel's outbound queue and the bus delivers it again
+    after its back-off. Use it for "not now" (stopping, not connected), never for a
+    message that can never be sent (that is a nack).
+    """
 
 
 class StatusEdges:
@@ -77,6 +98,10 @@ class Transport:
     #: Transports that must connect before sending start with outbound paused
     #: and call ``resume_outbound`` once connected.
     START_PAUSED: ClassVar[bool] = False
+    #: How many ``handle_outbound`` calls the transport can usefully have running at
+    #: once, on top of the worker's buffer (``outbound_window`` reads it). 0 for
+    #: transports whose ``handle_outbound`` returns as soon as the message is written.
+    OUTBOUND_WINDOW: ClassVar[int] = 0
 
     def __init__(self, context: TransportContext, config: dict[str, Any]) -> None:
         self.context = context
@@ -131,13 +156,36 @@ class Transport:
     async def teardown(self) -> None:
         """Close the wire and release ports. Must be safe after a failed ``setup``."""
 
+    async def stopping(self) -> None:
+        """The worker is about to stop: release every ``handle_outbound`` call being
+        held (fail it with ``RetryLater``) and fail new ones the same way, so the
+        bus consumer can stop promptly and the messages go back to the queue.
+
+        Called before the consumer stops and before ``teardown``. Calls that are
+        about to finish anyway (a submit on the wire) may be let finish first.
+        """
+
     async def handle_outbound(self, message: dict[str, Any]) -> None:
         """Send one outbound vumi message and publish its ack or nack.
 
-        Raising means the message could not be handled at all: the worker logs
-        it, publishes a nack with the error and acknowledges the bus message.
+        Return (or fire) only once the wire took responsibility for the message and
+        its event was published: the bus message is acknowledged then, and a
+        message acknowledged is never sent again. Raise ``RetryLater`` when the
+        message was not sent and should come back later (no event is published).
+        Raising anything else means the message could not be handled at all: the
+        worker logs it, publishes a nack with the error and acknowledges the bus
+        message.
         """
         raise NotImplementedError
+
+    def outbound_window(self) -> int:
+        """How many outbound messages the transport wants in hand at once (being
+        handled), beyond the worker's own buffer: the channel's bus prefetch is the
+        buffer plus this. Defaults to ``OUTBOUND_WINDOW``; a transport whose
+        ``handle_outbound`` waits for a far end's answer returns the number of
+        answers it can wait for at once (SMPP: ``window_size``), otherwise it
+        could only send one message per round trip."""
+        return self.OUTBOUND_WINDOW
 
     # -- helpers for subclasses -----------------------------------------------------
 

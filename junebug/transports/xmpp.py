@@ -34,7 +34,7 @@ from twisted.words.protocols.jabber import client, error, jid, sasl, xmlstream
 from twisted.words.xish import domish
 from twisted.words.xish.xmlstream import STREAM_END_EVENT, STREAM_ERROR_EVENT
 
-from junebug.transports.base import Transport
+from junebug.transports.base import RetryLater, Transport
 
 NS_CLIENT = "jabber:client"
 NS_PING = "urn:xmpp:ping"
@@ -246,8 +246,9 @@ class XmppChannel(Transport):
         self._loops: list[LoopingCall] = []
         self._ping_pending: str | None = None
         self._ping_ids = itertools.count(1)
-        #: Outbound messages handed to us while disconnected, sent on reconnection.
-        self._backlog: list[dict[str, Any]] = []
+        #: handle_outbound calls waiting for a connection: (message, the call's Deferred).
+        #: Sent on reconnection; given back to the bus (RetryLater) when stopping.
+        self._backlog: list[tuple[dict[str, Any], Deferred]] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -282,11 +283,17 @@ class XmppChannel(Transport):
         self.stream = None
         if self.debug and hasattr(self.log, "wire_logging"):
             self.log.wire_logging = self._wire_logging_before
+        self._give_back("the channel stopped before it could reconnect to XMPP")
+
+    async def stopping(self) -> None:
+        """Give every message waiting for a connection back to the bus."""
+        self._running = False
+        self._give_back("the channel is stopping")
+
+    def _give_back(self, reason: str) -> None:
         backlog, self._backlog = self._backlog, []
-        for message in backlog:
-            await self.publish_nack(
-                message["message_id"], "The channel stopped before it could reconnect to XMPP"
-            )
+        for _message, waiting in backlog:
+            waiting.errback(RetryLater(f"not sent: {reason}"))
 
     # -- connecting ---------------------------------------------------------------------
 
@@ -378,12 +385,8 @@ class XmppChannel(Transport):
             {"host": self.host, "port": self.port, "jid": bound.full()},
         )
         backlog, self._backlog = self._backlog, []
-        for message in backlog:
-            self._send(message).addErrback(
-                lambda f, m=message: self.log.error(
-                    "Could not ack a held message", message_id=m["message_id"], failure=f
-                )
-            )
+        for message, waiting in backlog:
+            self._send(message).chainDeferred(waiting)
         self.resume_outbound()
 
     def _init_failed(self, failure: Failure) -> None:
@@ -572,16 +575,24 @@ class XmppChannel(Transport):
     # -- outbound ----------------------------------------------------------------------
 
     async def handle_outbound(self, message: dict[str, Any]) -> None:
+        """Write the message to the connected stream and publish its ack; return
+        then. While disconnected the call waits for the connection (the bus
+        message stays unacknowledged); it fails with ``RetryLater`` if the channel
+        stops first."""
         message_id = message["message_id"]
         recipient = parse_jid(message.get("to_addr"))
         if recipient is None:
             self.log.warning(f"Not a JID: {message.get('to_addr')!r}", message_id=message_id)
             await self.publish_nack(message_id, f"Invalid JID {message.get('to_addr')!r}")
             return
+        if not self._running:
+            raise RetryLater("the channel is stopping")
         if self.stream is None:
             # Outbound is paused while disconnected; this one was already on its way.
             self.log.info("Not connected: message held until reconnected", message_id=message_id)
-            self._backlog.append(message)
+            waiting: Deferred = Deferred()
+            self._backlog.append((message, waiting))
+            await waiting
             return
         await self._send(message)
 

@@ -6,8 +6,10 @@ consuming ``<channel_id>.outbound`` with a small prefetch. What the bus delivers
 waits in a local buffer ordered by priority, then arrival; the scheduler hands the
 best buffered message to the transport whenever the channel's rate limit has a token
 for it. A message is acknowledged on the bus only once the transport has handled it
-(or it was rejected), so the buffer never holds more than the prefetch and nothing
-is lost if the process stops.
+(its ``handle_outbound`` returned: the wire took it) or it was rejected, so the
+buffer and the messages being sent never hold more than the prefetch and nothing is
+lost if the process stops or dies. When the transport gives a message back
+(``RetryLater``), its bus handler fails and the bus delivers it again later.
 
 Messages can also leave without being sent: when their ``validity`` has run out
 (rejected with reason ``expired``) or when the channel's queue was cancelled
@@ -31,6 +33,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from junebug import messages
 from junebug.bus.base import MAX_PRIORITY, MessageBus, outbound_key
@@ -242,6 +245,9 @@ class OutboundScheduler:
         self._wakeup: Any = None
         self._pumping = False
         self._watchers: list[tuple[Callable[[OutboundScheduler], bool], Deferred]] = []
+        #: Messages already counted as taken whose send failed (given back to the bus):
+        #: not counted a second time when they come back to this scheduler.
+        self._counted: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -262,18 +268,31 @@ class OutboundScheduler:
             max_priority=MAX_PRIORITY,
             paused=self._paused,
         )
+        # The transport may have paused or resumed while the consumer was being set
+        # up (an SMPP bind is quicker than an AMQP subscription): apply it now.
+        if self.consumer.paused != self._paused:
+            (self.consumer.pause if self._paused else self.consumer.resume)()
 
-    async def stop(self) -> None:
+    async def stop(self, release: Callable[[], Awaitable[Any]] | None = None) -> None:
         """Stop consuming; buffered messages go back to the queue, messages being
-        sent finish first."""
+        sent finish first.
+
+        ``release`` (the transport's ``stopping``) is awaited once nothing more
+        arrives or is handed to the transport, before waiting for the messages being
+        sent: it lets the transport give back (``RetryLater``) the messages it holds,
+        so stopping waits only for sends that are about to finish.
+        """
         self._stopping = True
         self._cancel_wakeup()
         consumer, self.consumer = self.consumer, None
+        # Unsubscribes at once; fires when every message in the handler has finished.
         stopped = consumer.stop() if consumer is not None else None
         for entry in self._take_all():
             entry.done.errback(
                 HandedBack(f"channel {self.channel_id} stopping: message handed back to the queue")
             )
+        if release is not None:
+            await release()
         if stopped is not None:
             await stopped
 
@@ -466,7 +485,11 @@ class OutboundScheduler:
         self._changed()
 
     def _start_sending(self, entry: _Entry) -> None:
-        self._count_taken(entry)
+        message_id = entry.message_id
+        if message_id is not None and message_id in self._counted:
+            self._counted.discard(message_id)
+        else:
+            self._count_taken(entry)
 
         def call() -> Any:
             result = self._send(entry.message)
@@ -479,6 +502,9 @@ class OutboundScheduler:
 
         def finished(result: Any) -> Any:
             self._in_flight.discard(sending)
+            if isinstance(result, Failure) and message_id is not None and entry.seq is not None:
+                # Given back to the bus (RetryLater): it is still queued.
+                self._counted.add(message_id)
             return result
 
         sending.addBoth(finished)

@@ -1,5 +1,16 @@
 """Runs one transport: sets it up and feeds it the channel's outbound queue through
-the channel's ``OutboundScheduler`` (rate limit, priorities, expiry, cancellation)."""
+the channel's ``OutboundScheduler`` (rate limit, priorities, expiry, cancellation).
+
+An outbound message is acknowledged on the bus when the transport's
+``handle_outbound`` returns (the wire took it, its ack or nack is published) or
+raises an ordinary exception (a nack is published: it can never be sent). When it
+raises ``RetryLater`` nothing is published and the bus handler fails, so the bus
+delivers the message again after its back-off.
+
+The bus prefetch is the scheduler's buffer plus what the transport wants in hand
+at once (``Transport.outbound_window``), so a transport waiting for answers can
+keep its whole window busy.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +20,7 @@ from twisted.python.failure import Failure
 
 from junebug.bus.base import MessageBus
 from junebug.store.queues import QueueStore
-from junebug.transports.base import Transport, TransportContext
+from junebug.transports.base import RetryLater, Transport, TransportContext
 from junebug.workers.outbound import BUFFER_SIZE, OutboundScheduler
 
 
@@ -34,19 +45,7 @@ class TransportWorker:
         self.channel_id = channel_id
         self.bus = bus
         self.log = log
-        self.scheduler = OutboundScheduler(
-            channel_id,
-            send=self.handle_outbound,
-            reject=self.reject,
-            bus=bus,
-            clock=clock,
-            log=log,
-            queues=queues,
-            rate_limit_count=rate_limit_count,
-            rate_limit_window=rate_limit_window,
-            buffer_size=buffer_size,
-            paused=transport_class.START_PAUSED,
-        )
+        self.scheduler: OutboundScheduler | None = None
         context = TransportContext(
             channel_id=channel_id,
             bus=bus,
@@ -58,6 +57,21 @@ class TransportWorker:
             set_outbound_paused=self.set_paused,
         )
         self.transport = transport_class(context, config)
+        #: The bus prefetch: the buffer plus the messages the transport holds at once.
+        self.buffer_size = max(1, buffer_size) + max(0, int(self.transport.outbound_window()))
+        self.scheduler = OutboundScheduler(
+            channel_id,
+            send=self.handle_outbound,
+            reject=self.reject,
+            bus=bus,
+            clock=clock,
+            log=log,
+            queues=queues,
+            rate_limit_count=rate_limit_count,
+            rate_limit_window=rate_limit_window,
+            buffer_size=self.buffer_size,
+            paused=transport_class.START_PAUSED,
+        )
 
     @property
     def consumer(self) -> Any:
@@ -65,7 +79,8 @@ class TransportWorker:
         return self.scheduler.consumer
 
     def set_paused(self, paused: bool) -> None:
-        self.scheduler.set_paused(paused)
+        if self.scheduler is not None:
+            self.scheduler.set_paused(paused)
 
     def set_rate_limit(self, count: int | None, window: float | None) -> None:
         """Change the rate limit of the running channel, without a restart."""
@@ -80,13 +95,28 @@ class TransportWorker:
             raise
 
     async def stop(self) -> None:
-        await self.scheduler.stop()
+        """Hand buffered messages back, let the transport release what it holds
+        (``Transport.stopping``), stop the consumer once every message being
+        handled has finished, then tear the transport down."""
+        await self.scheduler.stop(release=self._release)
         await self.transport.teardown()
+
+    async def _release(self) -> None:
+        try:
+            await self.transport.stopping()
+        except Exception:
+            self.log.error("The transport failed to release its messages", failure=Failure())
 
     async def handle_outbound(self, message: dict[str, Any]) -> None:
         self.log.info(f"Sending to {message.get('to_addr')}", message_id=message.get("message_id"))
         try:
             await self.transport.handle_outbound(message)
+        except RetryLater as exc:
+            # Not sent: no event; failing the bus handler puts it back on the queue.
+            self.log.info(
+                f"Not sent now, back to the queue: {exc}", message_id=message.get("message_id")
+            )
+            raise
         except Exception as exc:
             # The message can never be sent as it is: tell the application, and
             # acknowledge it so it doesn't block the queue behind it.

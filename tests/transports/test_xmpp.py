@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
 from junebug import messages
+from junebug.transports.base import RetryLater
 from junebug.transports.registry import channel_types
 from junebug.transports.xmpp import XmppChannel, backoff_delay
 from tests.helpers import within
@@ -258,12 +260,15 @@ async def test_reconnects_after_server_restart_and_sends_what_waited(xmpp, start
     assert down["details"]["reconnect_in"] <= 0.5
     assert harness.worker.consumer.paused
     waiting = [await harness.send(user.jid, f"while you were away {n}") for n in (1, 2)]
-    # One already taken off the queue as the connection dropped is held, not failed.
+    # One already taken off the queue as the connection dropped is held, not failed:
+    # its handle_outbound call (and so its bus acknowledgement) waits for the connection.
     held = outbound_message(harness, user.jid, "while you were away 3")
-    await harness.worker.transport.handle_outbound(held)
+    holding = Deferred.fromCoroutine(harness.worker.transport.handle_outbound(held))
+    assert not holding.called
     prosody.start()
 
     await next_status_of_type(harness, "connected")
+    await within(holding)
     acked = {(await harness.next_event())["user_message_id"] for _ in range(3)}
     assert acked == {message["message_id"] for message in [*waiting, held]}
     received = [await user.next_message(15) for _ in range(3)]
@@ -295,20 +300,24 @@ async def test_server_down_at_start_is_retried(xmpp, start, prosody):
 
 @pytest.mark.slow
 @pytest_twisted.ensureDeferred
-async def test_held_message_is_rejected_when_stopped_before_reconnecting(xmpp, start, prosody):
+async def test_held_message_goes_back_to_the_bus_when_stopped_before_reconnecting(
+    xmpp, start, prosody
+):
     prosody.stop()
     try:
         harness = await start()
         await harness.next_status()
         held = outbound_message(harness, "someone@localhost", "never sent")
-        await harness.worker.transport.handle_outbound(held)
+        holding = Deferred.fromCoroutine(harness.worker.transport.handle_outbound(held))
+        assert not holding.called
         await harness.worker.stop()
         harness.worker = None
     finally:
         prosody.start()
-    event = await harness.next_event()
-    assert (event["event_type"], event["user_message_id"]) == ("nack", held["message_id"])
-    assert "reconnect" in event["nack_reason"]
+    # Given back, not nacked: the message will be delivered again on the next start.
+    with pytest.raises(RetryLater):
+        await within(holding)
+    assert harness.events.pending == []
 
 
 @pytest.mark.slow

@@ -4,16 +4,23 @@ Outbound messages are encoded and split (``codecs``, ``multipart``), queued,
 and sent by the ``EsmeProtocol`` of the current bind; their submit_sm_resp
 become acks or nacks, and the SMSC's ids are remembered in Redis
 (``ids.MessageIdStore``) so delivery receipts (``receipts``) can be reported
-against our message ids. Inbound deliver_sm become inbound messages (SMS, or
-USSD when they carry ``ussd_service_op``), long ones once all parts arrived.
+against our message ids. ``handle_outbound`` returns only once every part was
+answered and the ack or nack published, so the bus message is acknowledged only
+when the SMSC has taken responsibility for it: a message the process was holding
+when it died is still on the bus and is sent again on restart. Inbound deliver_sm
+become inbound messages (SMS, or USSD when they carry ``ussd_service_op``), long
+ones once all parts arrived.
 
 The connection is kept up by this class: it connects, lets the protocol bind,
 and after any loss reconnects with exponential backoff and jitter (reset only
-by a successful bind). Messages never wait on the bus for the SMSC: they are
-taken into the send queue, which survives reconnections; the bus is paused
-while the channel is not bound, is throttled, or has a backlog of more than
-twice ``window_size`` messages. On shutdown, messages still unanswered are put
-back on the channel's outbound queue rather than lost.
+by a successful bind). The channel asks for ``window_size`` messages in hand on
+top of the worker's buffer (``outbound_window``), so a full window can be in
+flight; the bus is paused while the channel is not bound or is throttled. A
+submit_sm unanswered when the connection drops is sent again after the rebind,
+within the same ``handle_outbound`` call (at most ``window_size`` resends per
+lost connection). On shutdown (``stopping``), messages with no submit_sm on the
+wire are given back to the bus at once (``RetryLater``), those on the wire get
+up to the protocol's drain time for their answer, and the rest are given back.
 
 Config keys: ``junebug.transports.smpp.config`` (documented in
 ``docs/channels/smpp.md``).
@@ -30,9 +37,8 @@ from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import Factory
 
-from junebug.bus.base import outbound_key
 from junebug.messages import SESSION_CLOSE
-from junebug.transports.base import Transport
+from junebug.transports.base import RetryLater, Transport
 from junebug.transports.smpp import codecs, multipart
 from junebug.transports.smpp import pdu as smpp
 from junebug.transports.smpp.config import (
@@ -86,6 +92,9 @@ class _Outgoing:
     expiry: IDelayedCall | None = None
     #: Receipts that arrived before the ack was published.
     receipts: list[tuple[Receipt, str, str]] = attrs.Factory(list)
+    #: The handle_outbound calls waiting for the outcome (more than one when the bus
+    #: delivered the message again while it was being sent).
+    waiters: list[Deferred] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -198,25 +207,39 @@ class SmppChannel(Transport, EsmeHandler):
                 held.timer.cancel()
         self.held.clear()
         self.reassembler.clear()
-        await self._return_unsent()
+        self._give_back(lambda outgoing: True, "the channel stopped")
 
-    async def _return_unsent(self) -> None:
-        """Put every message not yet answered back on the channel's outbound queue."""
-        pending = [o for o in self.outgoing.values() if not o.done]
-        self.outgoing.clear()
-        self.queue.remove(lambda s: True)
-        for outgoing in pending:
-            if outgoing.expiry is not None and outgoing.expiry.active():
-                outgoing.expiry.cancel()
-            try:
-                await self.context.bus.publish(outbound_key(self.channel_id), outgoing.message)
-            except Exception as exc:
-                self.log.error(
-                    f"Could not return an unsent message to the outbound queue: {exc}",
-                    message_id=outgoing.message.get("message_id"),
-                )
-        if pending:
-            self.log.info(f"Returned {len(pending)} unsent message(s) to the outbound queue")
+    def outbound_window(self) -> int:
+        return self.settings.window_size
+
+    async def stopping(self) -> None:
+        """Give back to the bus every message with no submit_sm awaiting an answer,
+        let those on the wire have their answer (up to the protocol's drain time,
+        while unbinding), then give back whatever is left."""
+        self._stopping = True
+        protocol = self.protocol
+        closed = protocol.unbind() if protocol is not None else None  # sends nothing new
+        on_wire = set()
+        if protocol is not None:
+            on_wire = {entry.submission.token[0] for entry in protocol.outstanding.values()}
+        self._give_back(
+            lambda outgoing: outgoing.message["message_id"] not in on_wire,
+            "the channel is stopping",
+        )
+        if closed is not None:
+            await closed
+        self._give_back(lambda outgoing: True, "the channel stopped before the SMSC answered")
+
+    def _give_back(self, which: Any, reason: str) -> None:
+        """Fail the handle_outbound calls of unfinished messages matching ``which``
+        with ``RetryLater``: their bus messages go back on the queue."""
+        returned = [o for o in self.outgoing.values() if not o.done and which(o)]
+        for outgoing in returned:
+            self._finish(outgoing)
+            self.outgoing.pop(outgoing.message["message_id"], None)
+            self._settle(outgoing, RetryLater(f"not sent: {reason}"))
+        if returned:
+            self.log.info(f"Gave {len(returned)} unsent message(s) back to the outbound queue")
 
     # -- connecting ------------------------------------------------------------------------
 
@@ -325,10 +348,10 @@ class SmppChannel(Transport, EsmeHandler):
             outgoing.failure = smpp.status_name(command_status) or "Unspecified"
         if outgoing.failure is not None:
             self._finish(outgoing)
-            self._spawn(self._nack(outgoing, outgoing.failure))
+            self._spawn(self._conclude(outgoing, self._nack(outgoing, outgoing.failure)))
         elif outgoing.answered >= outgoing.total:
             self._finish(outgoing)
-            self._spawn(self._ack(outgoing))
+            self._spawn(self._conclude(outgoing, self._ack(outgoing)))
         self._update_outbound()
 
     def smpp_deliver(self, pdu: smpp.PDU) -> Deferred:
@@ -337,11 +360,19 @@ class SmppChannel(Transport, EsmeHandler):
     # -- outbound -------------------------------------------------------------------------------
 
     async def handle_outbound(self, message: dict[str, Any]) -> None:
+        """Send ``message`` as one or more submit_sm; return once every part was
+        answered and the ack (or nack) published. Fails with ``RetryLater`` when
+        the channel stops first."""
+        if self._stopping:
+            raise RetryLater("the channel is stopping")
         message_id = message["message_id"]
-        if message_id in self.outgoing:
+        sending = self.outgoing.get(message_id)
+        if sending is not None:
+            # The bus delivered it again while it is being sent: share the outcome.
             self.log.info(
-                "Already sending this message; ignoring the repeat", message_id=message_id
+                "Already sending this message; waiting for its answer", message_id=message_id
             )
+            await self._outcome(sending)
             return
         to_addr = message.get("to_addr")
         from_addr = message.get("from_addr") or ""
@@ -414,9 +445,41 @@ class SmppChannel(Transport, EsmeHandler):
         if expiry:
             outgoing.expiry = self.clock.callLater(expiry, self._expired, message_id)
         self.outgoing[message_id] = outgoing
+        answered = self._outcome(outgoing)
         for submission in submissions:
             self.queue.put(submission)
         self._update_outbound()
+        await answered
+
+    def _outcome(self, outgoing: _Outgoing) -> Deferred:
+        """Fires once the message's event is published; fails with ``RetryLater``
+        when it is given back."""
+        waiter: Deferred = Deferred()
+        outgoing.waiters.append(waiter)
+        return waiter
+
+    def _settle(self, outgoing: _Outgoing, error: Exception | None = None) -> None:
+        waiters, outgoing.waiters = outgoing.waiters, []
+        for waiter in waiters:
+            if error is None:
+                waiter.callback(None)
+            else:
+                waiter.errback(error)
+
+    async def _conclude(self, outgoing: _Outgoing, publishing: Any) -> None:
+        """Publish the outcome, then let the waiting handle_outbound calls return.
+
+        The SMSC has answered whatever happens here: a failure to publish the event
+        is logged, not retried (a retry would send the message again)."""
+        try:
+            await publishing
+        except Exception as exc:
+            self.log.error(
+                f"Could not publish the outcome of a message: {exc}",
+                message_id=outgoing.message.get("message_id"),
+            )
+        finally:
+            self._settle(outgoing)
 
     def _ussd_tlvs(self, message: dict[str, Any]) -> dict[str | int, Any]:
         if message.get("transport_type") != "ussd":
@@ -448,8 +511,11 @@ class SmppChannel(Transport, EsmeHandler):
             return
         self._finish(outgoing)
         self._spawn(
-            self._nack(
-                outgoing, f"Not sent within submit_sm_expiry ({self.cfg['submit_sm_expiry']}s)"
+            self._conclude(
+                outgoing,
+                self._nack(
+                    outgoing, f"Not sent within submit_sm_expiry ({self.cfg['submit_sm_expiry']}s)"
+                ),
             )
         )
         self._update_outbound()
@@ -484,9 +550,10 @@ class SmppChannel(Transport, EsmeHandler):
         self._release_held(set(stored))
 
     def _update_outbound(self) -> None:
+        # How many messages are in hand is bounded by the bus prefetch (the worker's
+        # buffer plus ``window_size``): no backlog can build up here.
         protocol = self.protocol
-        backlog = len(self.queue) >= 2 * self.settings.window_size
-        should_pause = protocol is None or not protocol.bound or protocol.throttled or backlog
+        should_pause = protocol is None or not protocol.bound or protocol.throttled
         if should_pause != self._outbound_paused:
             self._outbound_paused = should_pause
             if should_pause:
