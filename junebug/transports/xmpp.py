@@ -35,6 +35,7 @@ from twisted.words.xish import domish
 from twisted.words.xish.xmlstream import STREAM_END_EVENT, STREAM_ERROR_EVENT
 
 from junebug.transports.base import RetryLater, Transport
+from junebug.transports.common import VUMI_BASE_CONFIG
 
 NS_CLIENT = "jabber:client"
 NS_PING = "urn:xmpp:ping"
@@ -88,6 +89,7 @@ class XmppChannel(Transport):
     CONFIG_SCHEMA = {
         "type": "object",
         "properties": {
+            **VUMI_BASE_CONFIG,
             "username": {
                 "type": "string",
                 "minLength": 1,

@@ -350,3 +350,14 @@ async def test_json_our_answers_could_not_echo_is_refused(api):
         code, body = await api.post("/channels/", raw=raw)
         assert code == 400, raw[:60]
         assert body["description"] == "json decode error"
+
+
+def test_every_default_channel_type_accepts_vumis_base_keys():
+    from junebug.transports.common import VUMI_BASE_CONFIG
+    from junebug.transports.registry import channel_types
+
+    for name, transport in channel_types({}).items():
+        properties = transport.CONFIG_SCHEMA.get("properties", {})
+        open_schema = transport.CONFIG_SCHEMA.get("additionalProperties", True) is not False
+        for key in VUMI_BASE_CONFIG:
+            assert open_schema or key in properties, (name, key)
