@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
 from junebug.api.errors import (
@@ -46,6 +46,15 @@ class ChannelManager:
         #: Channels seen running in another process: id -> that process.
         self.elsewhere: dict[str, str] = {}
         self._keeping: Any = None
+        self._locks: dict[str, DeferredLock] = {}
+
+    def _lock(self, channel_id: str) -> DeferredLock:
+        """Changes to one channel happen one at a time: two overlapping restarts would
+        otherwise each start a transport, and one would run untracked."""
+        lock = self._locks.get(channel_id)
+        if lock is None:
+            lock = self._locks[channel_id] = DeferredLock()
+        return lock
 
     # -- validation -------------------------------------------------------------------
 
@@ -104,6 +113,10 @@ class ChannelManager:
         return channel
 
     async def update(self, channel_id: str, changes: dict[str, Any]) -> Channel:
+        async with self._lock(channel_id):
+            return await self._update(channel_id, changes)
+
+    async def _update(self, channel_id: str, changes: dict[str, Any]) -> Channel:
         channel = await self.get(channel_id)
         await self._refuse_if_elsewhere(channel)
         previous = channel.properties
@@ -134,6 +147,10 @@ class ChannelManager:
         return channel
 
     async def restart(self, channel_id: str) -> Channel:
+        async with self._lock(channel_id):
+            return await self._restart(channel_id)
+
+    async def _restart(self, channel_id: str) -> Channel:
         channel = await self.get(channel_id)
         await self._refuse_if_elsewhere(channel)
         await self._stop(channel, release=False)  # keep the claim: no one else adopts it
@@ -143,6 +160,10 @@ class ChannelManager:
         return channel
 
     async def delete(self, channel_id: str) -> None:
+        async with self._lock(channel_id):
+            return await self._delete(channel_id)
+
+    async def _delete(self, channel_id: str) -> None:
         channel = await self.get(channel_id)
         for guard in self.guards:
             await guard(channel.id, None)
@@ -183,7 +204,10 @@ class ChannelManager:
                 continue
             channel = Channel(channel_id, properties, self.backends)
             try:
-                await self._start(channel)
+                async with self._lock(channel_id):
+                    if channel_id in self.running:
+                        continue  # started meanwhile (by the API)
+                    await self._start(channel)
             except Exception as exc:  # noqa: BLE001 - one bad channel must not stop the rest
                 if isinstance(exc.__cause__, ClaimedElsewhere):
                     continue  # claimed by another process in between
@@ -246,8 +270,9 @@ class ChannelManager:
             await hook.channel_started(channel)
 
     async def _stop(self, channel: Channel, release: bool = True) -> None:
-        if self.running.pop(channel.id, None) is None:
-            return
+        if self.running.get(channel.id) is not channel:
+            return  # not running, or another object runs under this id: not ours to stop
+        del self.running[channel.id]
         await channel.stop()
         if release and self.claims is not None:
             try:

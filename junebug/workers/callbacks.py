@@ -314,10 +314,10 @@ class CallbackQueue:
 
     async def detach(self, owner: str, owner_log: Any = None) -> None:
         logs = self._logs.get(owner, [])
+        # Only the log this caller attached: another start of the same owner may have
+        # attached its own meanwhile, and must keep it.
         if owner_log in logs:
             logs.remove(owner_log)
-        elif logs:
-            logs.pop()
         if not logs:
             self._logs.pop(owner, None)
         if not self._logs and not self._held:

@@ -87,7 +87,13 @@ class TransportWorker:
         self.scheduler.set_rate_limit(count, window)
 
     async def start(self) -> None:
-        await self.transport.setup()
+        try:
+            await self.transport.setup()
+        except Exception:
+            # Half a setup may hold a port or a connection: the contract says teardown
+            # is safe after a failed setup, so release whatever was taken.
+            await self.transport.teardown()
+            raise
         try:
             await self.scheduler.start()
         except Exception:

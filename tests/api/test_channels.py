@@ -361,3 +361,39 @@ def test_every_default_channel_type_accepts_vumis_base_keys():
         open_schema = transport.CONFIG_SCHEMA.get("additionalProperties", True) is not False
         for key in VUMI_BASE_CONFIG:
             assert open_schema or key in properties, (name, key)
+
+
+@pytest_twisted.ensureDeferred
+async def test_endpoints_that_fail_while_being_checked_are_a_400(api):
+    for endpoint in ("ssl:0", "ssl:0:privateKey=/nonexistent.pem"):
+        code, body = await api.post(
+            "/channels/", {"type": "telnet", "config": {"twisted_endpoint": endpoint}}
+        )
+        assert code == 400, (endpoint, body)
+        assert "twisted_endpoint" in error_messages(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_setup_that_fails_half_way_releases_what_it_took(api, tmp_path):
+    path = tmp_path / "telnet.sock"
+    body = {"type": "telnet", "config": {"twisted_endpoint": f"unix:{path}"}}
+    code, _ = await api.post("/channels/", body)
+    assert code == 400  # listening works, the rest of telnet's setup needs a TCP address
+    code, result = await api.post("/channels/", body)
+    assert code == 400
+    assert "lock" not in error_messages(result).lower()  # the socket was released
+
+
+@pytest_twisted.ensureDeferred
+async def test_overlapping_restarts_leave_one_tracked_transport(api):
+    from twisted.internet.defer import Deferred, gatherResults
+
+    channel_id, port = await create(api)
+    answers = await gatherResults(
+        [Deferred.fromCoroutine(api.post(f"/channels/{channel_id}/restart")) for _ in range(3)]
+    )
+    assert [code for code, _ in answers] == [200, 200, 200]
+    code, body = await api.get(f"/channels/{channel_id}")
+    assert body["result"]["status"]["components"]["telnet"]["status"] == "ok"
+    assert (await api.delete(f"/channels/{channel_id}"))[0] == 200
+    assert port_is_free(port)  # nothing left listening untracked
