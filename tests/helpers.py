@@ -224,3 +224,31 @@ class JbProcess:
             self.transport.signalProcess("TERM")
         await within(self.ended, seconds)
         return self.exit_code
+
+
+def write_jb_config(
+    directory: Any,
+    port: int,
+    *,
+    redis_prefix: str,
+    redis_port: int = 6379,
+    amqp_port: int | None = None,
+    name: str = "junebug",
+    logs: Any = None,
+    **fields: Any,
+) -> Any:
+    """A YAML config file for a ``jb`` on a real Redis (under ``redis_prefix``) and, with
+    ``amqp_port``, RabbitMQ, both on 127.0.0.1; ``fields`` are added as they are."""
+    import yaml
+
+    config: dict[str, Any] = {
+        "port": port,
+        "redis": {"host": "127.0.0.1", "port": redis_port, "key_prefix": redis_prefix},
+        "logging_path": str(logs or directory / "logs"),
+    }
+    if amqp_port is not None:
+        config["amqp"] = {"hostname": "127.0.0.1", "port": amqp_port}
+    config.update(fields)
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-import yaml
 from twisted.internet.utils import getProcessOutputAndValue
 
-from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port, within
+from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port, within, write_jb_config
 from tests.test_end_to_end import redis_prefix  # noqa: F401 - a fixture
 
 REPO = Path(__file__).resolve().parent.parent
@@ -30,17 +29,7 @@ def test_the_docs_show_the_example_as_it_is():
 async def test_the_echo_app_answers_a_telnet_user(tmp_path, redis_prefix):  # noqa: F811
     queue = f"echo{uuid.uuid4().hex[:8]}"
     port = free_port()
-    config = tmp_path / "junebug.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "port": port,
-                "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": redis_prefix},
-                "amqp": {"hostname": "127.0.0.1", "port": 5672},
-                "logging_path": str(tmp_path / "logs"),
-            }
-        )
-    )
+    config = write_jb_config(tmp_path, port, redis_prefix=redis_prefix, amqp_port=5672)
     jb = await JbProcess("-c", str(config), cwd=str(tmp_path)).start()
     try:
         api = ApiClient(f"http://127.0.0.1:{port}")

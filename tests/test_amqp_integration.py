@@ -22,7 +22,7 @@ from twisted.internet.threads import deferToThread
 
 from junebug import messages
 from junebug.store import redis as redis_store
-from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port, within
+from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port, within, write_jb_config
 
 ROOT = Path(__file__).resolve().parent.parent
 AMQP_PORT = 5672
@@ -108,16 +108,7 @@ async def jb_amqp(tmp_path):
     """A jb on the shared RabbitMQ and Redis; yields its ApiClient. Cleans up its keys."""
     prefix = f"jbamqp-{uuid.uuid4().hex[:10]}"
     port = free_port()
-    config = tmp_path / "junebug.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "port": port,
-                "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": prefix},
-                "logging_path": str(tmp_path / "logs"),
-            }
-        )
-    )
+    config = write_jb_config(tmp_path, port, redis_prefix=prefix)
     jb = await JbProcess("-c", str(config), "--amqp-host", "127.0.0.1", cwd=str(tmp_path)).start()
     api = ApiClient(f"http://127.0.0.1:{port}")
     try:

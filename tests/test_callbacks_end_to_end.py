@@ -9,13 +9,12 @@ import uuid
 
 import pytest
 import pytest_twisted
-import yaml
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from junebug.store import redis as redis_store
 from junebug.store.callbacks import CallbackStore
-from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port, within
+from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port, within, write_jb_config
 
 pytestmark = pytest.mark.slow
 
@@ -52,16 +51,7 @@ def signed(request) -> bool:
 async def test_pending_callbacks_survive_sigkill(tmp_path, receiver, redis_prefix):
     prefix, connection = redis_prefix
     port = free_port()
-    config = tmp_path / "junebug.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "port": port,
-                "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": prefix},
-                "logging_path": str(tmp_path / "logs"),
-            }
-        )
-    )
+    config = write_jb_config(tmp_path, port, redis_prefix=prefix)
     store = CallbackStore(connection, redis_store.Keys(prefix))
     receiver.codes = [503] * 10_000  # down until after the restart
     jb = await JbProcess("-c", str(config), cwd=str(tmp_path)).start()

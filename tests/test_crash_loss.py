@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import yaml
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -25,7 +24,7 @@ from junebug.bus.amqp import AmqpBus
 from junebug.bus.base import channel_keys
 from junebug.store import redis as redis_store
 from junebug.testing.smsc import SmscProcess
-from tests.helpers import ApiClient, JbProcess, free_port, within
+from tests.helpers import ApiClient, JbProcess, free_port, within, write_jb_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -54,17 +53,7 @@ class Deployment:
         self.tmp_path = tmp_path
         self.prefix = f"jbcrash-{uuid.uuid4().hex[:10]}"
         self.port = free_port()
-        self.config = tmp_path / "junebug.yaml"
-        self.config.write_text(
-            yaml.safe_dump(
-                {
-                    "port": self.port,
-                    "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": self.prefix},
-                    "amqp": {"hostname": "127.0.0.1", "port": 5672},
-                    "logging_path": str(tmp_path / "logs"),
-                }
-            )
-        )
+        self.config = write_jb_config(tmp_path, self.port, redis_prefix=self.prefix, amqp_port=5672)
         self.api = ApiClient(f"http://127.0.0.1:{self.port}")
         self.jb: JbProcess | None = None
         self.channel_id: str | None = None

@@ -7,10 +7,9 @@ import uuid
 
 import pytest
 import pytest_twisted
-import yaml
 
 from junebug.store import redis as redis_store
-from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port
+from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port, write_jb_config
 from tests.walkthrough import walkthrough
 
 pytestmark = pytest.mark.slow
@@ -53,16 +52,7 @@ async def redis_prefix():
 @pytest_twisted.ensureDeferred
 async def test_walkthrough_on_the_real_redis(tmp_path, receiver, redis_prefix):
     port = free_port()
-    config = tmp_path / "junebug.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "port": port,
-                "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": redis_prefix},
-                "logging_path": str(tmp_path / "logs"),
-            }
-        )
-    )
+    config = write_jb_config(tmp_path, port, redis_prefix=redis_prefix)
     jb = await JbProcess("-c", str(config), cwd=str(tmp_path)).start()
     try:
         assert "Redis at 127.0.0.1:6379" in jb.output
@@ -89,17 +79,7 @@ async def test_an_unreachable_redis_is_a_clear_start_up_failure(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_walkthrough_on_redis_and_rabbitmq(tmp_path, receiver, redis_prefix):
     port = free_port()
-    config = tmp_path / "junebug.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "port": port,
-                "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": redis_prefix},
-                "amqp": {"hostname": "127.0.0.1", "port": 5672},
-                "logging_path": str(tmp_path / "logs"),
-            }
-        )
-    )
+    config = write_jb_config(tmp_path, port, redis_prefix=redis_prefix, amqp_port=5672)
     jb = await JbProcess("-c", str(config), cwd=str(tmp_path)).start()
     try:
         assert "RabbitMQ at 127.0.0.1:5672" in jb.output

@@ -19,14 +19,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import yaml
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from junebug.store import redis as redis_store
-from tests.helpers import ApiClient, JbProcess, Receiver, TelnetUser, free_port
+from tests.helpers import ApiClient, JbProcess, Receiver, TelnetUser, free_port, write_jb_config
 from tests.servers import PrivateRabbitMQ, PrivateRedis, running
 
 slow = pytest.mark.slow
@@ -108,20 +107,14 @@ class Deployment:
 
     async def start_jb(self, name: str = "jb") -> tuple[JbProcess, ApiClient]:
         port = free_port()
-        config = self.tmp_path / f"{name}.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "port": port,
-                    "redis": {
-                        "host": "127.0.0.1",
-                        "port": self.redis_port,
-                        "key_prefix": self.prefix,
-                    },
-                    "amqp": {"hostname": "127.0.0.1", "port": self.amqp_port},
-                    "logging_path": str(self.tmp_path / f"{name}-logs"),
-                }
-            )
+        config = write_jb_config(
+            self.tmp_path,
+            port,
+            redis_prefix=self.prefix,
+            redis_port=self.redis_port,
+            amqp_port=self.amqp_port,
+            name=name,
+            logs=self.tmp_path / f"{name}-logs",
         )
         jb = await JbProcess("-c", str(config), cwd=str(self.tmp_path)).start()
         self.processes.append(jb)

@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import yaml
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 
 from junebug.store import redis as redis_store
 from junebug.testing.smsc import SmscProcess
-from tests.helpers import ApiClient, JbProcess, Receiver, free_port
+from tests.helpers import ApiClient, JbProcess, Receiver, free_port, write_jb_config
 
 pytestmark = pytest.mark.slow
 
@@ -67,20 +66,7 @@ class Gateway:
             args = ["-p", str(port), "--data-dir", str(self.tmp_path / "data")]
             args += ["-lp", str(self.tmp_path / "logs")]
         else:
-            config = self.tmp_path / "junebug.yaml"
-            config.write_text(
-                yaml.safe_dump(
-                    {
-                        "port": port,
-                        "redis": {
-                            "host": "127.0.0.1",
-                            "port": 6379,
-                            "key_prefix": self.redis_prefix,
-                        },
-                        "logging_path": str(self.tmp_path / "logs"),
-                    }
-                )
-            )
+            config = write_jb_config(self.tmp_path, port, redis_prefix=self.redis_prefix)
             args = ["-c", str(config)]
         self.jb = await JbProcess(*args, cwd=str(self.tmp_path)).start()
         self.api = ApiClient(f"http://127.0.0.1:{port}")

@@ -13,7 +13,6 @@ from typing import Any
 import attrs
 import pytest
 import pytest_twisted
-import yaml
 from jsonschema import Draft202012Validator
 from twisted.internet import reactor
 from twisted.web.resource import Resource
@@ -22,7 +21,7 @@ from twisted.web.server import Site
 from junebug.api.app import JunebugApi
 from junebug.api.health import HEALTH_RESULT, queue_health, queue_url
 from junebug.store import redis as redis_store
-from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port
+from tests.helpers import ApiClient, JbProcess, TelnetUser, free_port, write_jb_config
 from tests.servers import PrivateRabbitMQ, running
 
 
@@ -213,17 +212,12 @@ async def test_a_queue_without_a_consumer_is_stuck_on_a_real_broker(
     rabbit = rabbitmq_with_management
     prefix = f"jbhealth-{uuid.uuid4().hex[:10]}"
     port = free_port()
-    config = tmp_path / "junebug.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "port": port,
-                "redis": {"host": "127.0.0.1", "port": 6379, "key_prefix": prefix},
-                "amqp": {"hostname": "127.0.0.1", "port": rabbit.port},
-                "rabbitmq_management_interface": f"127.0.0.1:{rabbit.management_port}",
-                "logging_path": str(tmp_path / "logs"),
-            }
-        )
+    config = write_jb_config(
+        tmp_path,
+        port,
+        redis_prefix=prefix,
+        amqp_port=rabbit.port,
+        rabbitmq_management_interface=f"127.0.0.1:{rabbit.management_port}",
     )
     jb = await JbProcess("-c", str(config), cwd=str(tmp_path)).start()
     api = ApiClient(f"http://127.0.0.1:{port}")
