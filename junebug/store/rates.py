@@ -34,9 +34,15 @@ class RateCounter:
     def _bucket(self) -> int:
         return int(self.clock.seconds() / self.window)
 
+    def bucket(self, owner: str, label: str) -> tuple[str, int]:
+        """The current bucket to count ``label`` in, and its TTL: (key, seconds). For
+        counting in the same round trip as other commands (``MessageStore``'s
+        ``count``)."""
+        return self.keys(owner, label, str(self._bucket())), math.ceil(2 * self.window)
+
     async def increment(self, owner: str, label: str) -> None:
-        key = self.keys(owner, label, str(self._bucket()))
-        await together(self.redis.incr(key), self.redis.expire(key, math.ceil(2 * self.window)))
+        key, ttl = self.bucket(owner, label)
+        await together(self.redis.incr(key), self.redis.expire(key, ttl))
 
     async def rate(self, owner: str, label: str) -> float:
         raw = await self.redis.get(self.keys(owner, label, str(self._bucket() - 1)))

@@ -136,7 +136,10 @@ class MessageForwarder:
     async def handle_inbound(self, message: dict[str, Any]) -> None:
         destination = self.destination
         message_id = message.get("message_id")
-        await self.store.store_inbound(self.owner, message)
+        # Stored and counted in one round trip (counted before the POST, not after it).
+        await self.store.store_inbound(
+            self.owner, message, count=self.rates.bucket(self.owner, "inbound")
+        )
         payload = messages.api_from_message(message)
         self.log.info(
             f"Inbound message from {message.get('from_addr')} "
@@ -160,15 +163,21 @@ class MessageForwarder:
             published = copy.deepcopy(message)
             published["helper_metadata"] = payload["channel_data"]
             await self.bus.publish(inbound_key(destination.amqp_queue), published)
-        await self.rates.increment(self.owner, "inbound")
 
     async def handle_event(self, event: dict[str, Any]) -> None:
         message_id = event.get("user_message_id")
         if message_id is None:
             self.log.warning(f"Dropping {event.get('event_type')} event without user_message_id")
             return
-        await self.store.store_event(self.owner, event)
         event_type = messages.api_event_type(event)
+        record = None
+        if event_type is None:
+            await self.store.store_event(self.owner, event)
+        else:
+            # Store it, read its message's record and count it: one round trip.
+            _, record = await self.store.store_event_and_load(
+                self.owner, event, count=self.rates.bucket(self.owner, event_type)
+            )
         self.log.info(
             f"Event {event_type or event.get('event_type')}"
             + (f": {event['nack_reason']}" if event.get("nack_reason") else ""),
@@ -180,7 +189,6 @@ class MessageForwarder:
                 f"Discarding unrecognised event {event.get('event_type')}", message_id=message_id
             )
         else:
-            record = await self.store.load_outbound(self.owner, message_id)
             event_url = record.get("event_url") if record else None
             if event_url:
                 await self.post(
@@ -193,7 +201,6 @@ class MessageForwarder:
                     message_id=message_id,
                     source_id=event.get("event_id"),
                 )
-            await self.rates.increment(self.owner, event_type)
         if destination.amqp_queue and self.bus.external:
             await self.bus.publish(event_key(destination.amqp_queue), event)
 

@@ -7,13 +7,17 @@ callback is tried again is ``workers.callbacks``' business (docs/callbacks.md).
 
 from __future__ import annotations
 
+import binascii
+import contextlib
 import email.utils
+import functools
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import treq
+from hyperlink import EncodedURL
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
 
@@ -45,6 +49,65 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
     netloc = host if port is None else f"{host}:{port}"
     clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
     return clean, (parts.username, parts.password or "")
+
+
+#: Callback URLs whose parsing ``_prepare`` remembers (a channel's few URLs, or one
+#: per message when a template puts the message id in it: bounded either way).
+PREPARED_URLS = 1024
+
+
+class _CallbackURL(EncodedURL):
+    """A URL that treq can send without converting it again: treq converts every
+    request's URL to a URI and renders it (``to_uri().to_text()``, ~100 µs with IDNA);
+    this one was converted once, by ``_prepare``, and answers with that."""
+
+    _text: str = ""
+
+    @classmethod
+    def ready(cls, url: EncodedURL) -> _CallbackURL:
+        text = url.to_uri().to_text()
+        ready = cls.from_text(text)
+        ready._text = text
+        return ready
+
+    def to_uri(self) -> EncodedURL:
+        # A copy made by replace() has no _text: it converts as any URL does.
+        return self if self._text else super().to_uri()
+
+    def to_text(self, with_password: bool = False) -> str:
+        return self._text if self._text and not with_password else super().to_text(with_password)
+
+
+@attrs.frozen
+class _Prepared:
+    """What a POST to one URL needs from it, parsed once."""
+
+    #: The URL without credentials, parsed as treq would (None: it cannot be sent).
+    target: EncodedURL | str | None
+    #: The ``Authorization`` value for the URL's ``user:pass@`` (None: no credentials).
+    basic_auth: bytes | None = None
+    #: Why it cannot be sent (when ``target`` is None).
+    error: str = ""
+
+
+@functools.lru_cache(maxsize=PREPARED_URLS)
+def _prepare(url: str) -> _Prepared:
+    """``split_credentials``, treq's URL parsing and the basic-auth header, once per URL."""
+    try:
+        clean, credentials = split_credentials(url)
+    except ValueError as exc:
+        return _Prepared(None, error=str(exc))
+    target: EncodedURL | str = clean
+    # A URL treq cannot convert (an IPv6 literal fails IDNA) stays text: treq then
+    # fails on it at each attempt, as before.
+    with contextlib.suppress(Exception):
+        target = _CallbackURL.ready(EncodedURL.from_text(clean))
+    basic = None
+    if credentials is not None:
+        # As treq's add_basic_auth builds it.
+        pair = b"%s:%s" % (credentials[0].encode("utf-8"), credentials[1].encode("utf-8"))
+        basic = b"Basic " + binascii.b2a_base64(pair).rstrip(b"\n")
+    return _Prepared(target, basic)
 
 
 def mask_credentials(url: str) -> str:
@@ -149,18 +212,19 @@ class CallbackPoster:
         headers: dict[bytes, list[bytes]] | None = None,
     ) -> Outcome:
         """POST the JSON ``body`` once, with ``headers`` added; never raises."""
-        try:
-            target, basic_auth = split_credentials(url)
-        except ValueError as exc:
-            return Outcome(False, error=f"cannot be sent: {exc}", hopeless=True)
+        prepared = _prepare(url)
+        target = prepared.target
+        if target is None:
+            return Outcome(False, error=f"cannot be sent: {prepared.error}", hopeless=True)
         headers = {b"Content-Type": [b"application/json"], **(headers or {})}
         if token:
             # One Authorization header only: an explicit token wins over URL credentials.
             headers[b"Authorization"] = [f"Token {token}".encode()]
-            basic_auth = None
+        elif prepared.basic_auth is not None:
+            headers[b"Authorization"] = [prepared.basic_auth]
 
         async def exchange() -> tuple[Any, bytes]:
-            response = await self.client.post(target, data=body, headers=headers, auth=basic_auth)
+            response = await self.client.post(target, data=body, headers=headers)
             return response, await response.content()
 
         def timed_out(result: Any, timeout: float) -> Any:

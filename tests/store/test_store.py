@@ -142,3 +142,51 @@ async def test_a_command_redis_never_answers_fails_after_the_timeout():
     assert redis._pending == {}
     clock.advance(10)
     assert redis._watchdog is None  # nothing outstanding: no timer left running
+
+
+@pytest_twisted.ensureDeferred
+async def test_event_stored_read_back_and_counted_in_one_round_trip(redis, keys):
+    """``store_event_and_load``: the same keys, TTLs and answers as ``store_event``,
+    ``load_outbound`` and ``RateCounter.increment`` one after the other."""
+    clock = Clock()
+    clock.advance(1000)
+    rates = RateCounter(redis, keys, window=10, clock=clock)
+    store = MessageStore(redis, keys, inbound_ttl=600, outbound_ttl=1000)
+    record = {"message_id": "m1", "event_url": "http://x/"}
+    await store.store_outbound("c", record, count=rates.bucket("c", "outbound"))
+    key = keys("c", "outbound_messages", "m1")
+    await redis.expire(key, 5)
+    ack = messages.ack("m1", "s", transport_name="c")
+    count = rates.bucket("c", "submitted")
+    assert count == (keys("c", "submitted", "100"), 20)
+    assert await store.store_event_and_load("c", ack, count=count) == (True, record)
+    assert 990 < await redis.ttl(key) <= 1000
+    assert await store.store_event_and_load("c", ack, count=count) == (False, record)
+    assert [e["event_id"] for e in await store.load_events("c", "m1")] == [ack["event_id"]]
+    # Events of an unknown (or expired) message are stored; the record reads as None.
+    other = messages.ack("m2", "s", transport_name="c")
+    assert await store.store_event_and_load("c", other) == (True, None)
+    assert 990 < await redis.ttl(keys("c", "outbound_messages", "m2")) <= 1000
+    await redis.hset(keys("c", "outbound_messages", "m3"), "message", "{not json")
+    bad = messages.ack("m3", "s", transport_name="c")
+    assert await store.store_event_and_load("c", bad) == (True, None)
+    assert 0 < await redis.ttl(count[0]) <= 20
+    clock.advance(10)
+    assert await rates.rate("c", "submitted") == 0.2
+    assert await rates.rate("c", "outbound") == 0.1
+
+
+@pytest_twisted.ensureDeferred
+async def test_inbound_stored_and_counted_in_one_round_trip(redis, keys):
+    clock = Clock()
+    rates = RateCounter(redis, keys, window=10, clock=clock)
+    store = MessageStore(redis, keys, inbound_ttl=600, outbound_ttl=1000)
+    inbound = messages.user_message(to_addr="t", from_addr="f", transport_name="c", content="x")
+    count = rates.bucket("c", "inbound")
+    assert await store.store_inbound("c", inbound, count=count) is True
+    assert await store.store_inbound("c", inbound, count=count) is False
+    assert await store.load_inbound("c", inbound["message_id"]) == inbound
+    assert 590 < await redis.ttl(keys("c", "inbound_messages", inbound["message_id"])) <= 600
+    assert 0 < await redis.ttl(count[0]) <= 20
+    clock.advance(10)
+    assert await rates.rate("c", "inbound") == 0.2
