@@ -21,7 +21,13 @@ from junebug.api.operations import (
     MESSAGE,
     MESSAGE_STATUS,
 )
-from junebug.api.schemas import MESSAGE_SEND, parse_json_body, parse_object, validate
+from junebug.api.schemas import (
+    MESSAGE_SEND,
+    TEMPLATE_KEYWORD,
+    parse_json_body,
+    parse_object,
+    validate,
+)
 from junebug.bus.base import BusUnavailable
 from junebug.store.rates import RATE_FIELDS
 
@@ -62,6 +68,8 @@ DESTINATION_PROPERTIES: dict[str, Any] = {
         "type": ["string", "null"],
         "pattern": "^https?://",
         "format": "uri",
+        # Templates checked like a channel's mo_url (callback_templates).
+        TEMPLATE_KEYWORD: "inbound",
         "description": "where inbound messages are POSTed",
     },
     "mo_url_token": {**_NULLABLE_STRING, "description": "token for mo_url"},

@@ -324,3 +324,20 @@ async def test_a_regular_expression_too_big_to_compile_is_a_400_not_a_500(rapi):
     )
     assert code == 400, body
     assert "regular_expression" in errors(body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_destination_mo_url_templates_are_checked_like_channels(rapi):
+    channel_id, _ = await routed_channel(rapi)
+    router_id = await make_router(rapi, channel_id)
+    code, body = await rapi.post(
+        f"/routers/{router_id}/destinations/",
+        {"config": {"regular_expression": "1"}, "mo_url": "http://127.0.0.1:9/{sender}"},
+    )
+    assert code == 400, body
+    assert "sender" in errors(body) and "mo_url" in errors(body)
+    code, body = await rapi.post(
+        f"/routers/{router_id}/destinations/",
+        {"config": {"regular_expression": "1"}, "mo_url": "http://127.0.0.1:9/{message_id}"},
+    )
+    assert code == 201, body
