@@ -79,7 +79,47 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class PrivateRedis:
+class ChildServer:
+    """A server the tests run as a child process on a port of 127.0.0.1, in its own
+    directory: a clean stop (SIGTERM), a crash (SIGKILL), a restart on the same port."""
+
+    process: subprocess.Popen | None
+    port: int
+    directory: Path
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """A clean shutdown: SIGTERM."""
+        self._end(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """A crash: SIGKILL."""
+        self._end(signal.SIGKILL)
+
+    def restart(self) -> Any:
+        self.stop()
+        return self.start()
+
+    def cleanup(self) -> None:
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _end(self, sig: int) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        wait_until(lambda: not port_open(self.port), 5, f"port {self.port} to close")
+
+
+class PrivateRedis(ChildServer):
     """Debian's redis-server as a child process, without persistence."""
 
     start_timeout = 10.0
@@ -125,34 +165,6 @@ class PrivateRedis:
 
         wait_until(ready, self.start_timeout, f"redis on port {self.port}")
         return self
-
-    def stop(self) -> None:
-        """A clean shutdown (SIGTERM; redis-server exits without saving)."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """A crash: SIGKILL."""
-        self._end(signal.SIGKILL)
-
-    def restart(self) -> PrivateRedis:
-        self.stop()
-        return self.start()
-
-    def cleanup(self) -> None:
-        self.kill()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def _end(self, sig: int) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        wait_until(lambda: not port_open(self.port), 5, f"port {self.port} to close")
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):

@@ -22,13 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,35 +34,17 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 
 from tests.helpers import within
+from tests.servers import (  # noqa: F401 - ServerError is raised to this module's users
+    HOST,
+    ChildServer,
+    ServerError,
+    free_port,
+    port_open,
+    wait_until,
+)
 
-HOST = "127.0.0.1"
 PROSODY = "/usr/bin/prosody"
 PROSODYCTL = "/usr/bin/prosodyctl"
-
-
-class ServerError(RuntimeError):
-    """The private XMPP server did not start, stop or register an account."""
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
-
-
-def port_open(port: int, host: str = HOST) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.2)
-        return probe.connect_ex((host, port)) == 0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` every 20 ms; raise ServerError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise ServerError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _lua(text: str) -> str:
@@ -108,7 +86,7 @@ def make_certificate(directory: Path, domain: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-class PrivateProsody:
+class PrivateProsody(ChildServer):
     """Debian's prosody as a child process on a free port of 127.0.0.1.
 
     ``tls=True`` (the default) offers and requires STARTTLS with a self-signed
@@ -228,34 +206,6 @@ class PrivateProsody:
             self.kill()
             raise
         return self
-
-    def stop(self) -> None:
-        """A clean shutdown (SIGTERM): prosody closes every stream first."""
-        self._end(signal.SIGTERM)
-
-    def kill(self) -> None:
-        """A crash: SIGKILL."""
-        self._end(signal.SIGKILL)
-
-    def restart(self) -> PrivateProsody:
-        self.stop()
-        return self.start()
-
-    def cleanup(self) -> None:
-        self.kill()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def _end(self, sig: int) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        wait_until(lambda: not port_open(self.port), 5, f"port {self.port} to close")
 
     def log_tail(self, size: int = 3000) -> str:
         texts = []
