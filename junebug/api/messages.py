@@ -21,7 +21,7 @@ from junebug.api.schemas import MESSAGE_SEND, parse_object
 from junebug.bus.base import BusUnavailable
 from junebug.store import idempotency
 from junebug.store.queues import QueueStore
-from junebug.workers.outbound import DEFAULT_PRIORITY, PRIORITY_NAMES, enqueue
+from junebug.workers.outbound import enqueue, priority_value
 
 #: The request header that makes a send safe to retry.
 IDEMPOTENCY_HEADER = b"Idempotency-Key"
@@ -196,7 +196,7 @@ async def send(
             backends.clock,
             channel_id,
             message,
-            priority=api_priority(body.get("priority"), log),
+            priority=priority_value(body.get("priority"), log),
             validity=body.get("validity"),
         )
     except BusUnavailable as exc:
@@ -219,23 +219,3 @@ async def message_status_of(
         "last_event_timestamp": last["timestamp"] if last else None,
         "events": api_events,
     }
-
-
-def api_priority(value: Any, log: Any = None) -> int:
-    """The queue priority for a send's ``priority`` (schema-valid: 1-5, a string or null).
-
-    "1" to "5", "bulk" and "realtime" mean what they say. The original accepted any
-    string and ignored it, so any other string means the default, with a warning.
-    """
-    if value is None:
-        return DEFAULT_PRIORITY
-    if isinstance(value, int):
-        return value
-    text = value.strip().lower()
-    if text in PRIORITY_NAMES:
-        return PRIORITY_NAMES[text]
-    if text in ("1", "2", "3", "4", "5"):
-        return int(text)
-    if log is not None:
-        log.warning(f"priority {value!r} is not 1-5, bulk or realtime: sent at priority 1")
-    return DEFAULT_PRIORITY

@@ -25,12 +25,11 @@ from jsonschema import Draft202012Validator
 
 from junebug import messages
 from junebug.api.errors import JunebugError
-from junebug.api.messages import api_priority
 from junebug.bus.base import event_key, inbound_key, outbound_key
 from junebug.store.queues import QueueStore
 from junebug.store.rates import RATE_FIELDS
 from junebug.workers.forwarder import Destination, MessageForwarder
-from junebug.workers.outbound import enqueue
+from junebug.workers.outbound import enqueue, priority_value
 
 # -- errors a user can cause -------------------------------------------------------------
 
@@ -350,7 +349,7 @@ class Router:
             b.clock,
             channel_id,
             message,
-            priority=api_priority(record.get("priority")),
+            priority=priority_value(record.get("priority")),
             validity=record.get("validity"),
         )
         await b.rates.increment(destination.id, "outbound")

@@ -66,13 +66,24 @@ class HandedBack(Exception):
 # -- the producer side ----------------------------------------------------------------
 
 
-def priority_value(priority: int | str | None) -> int:
-    """The numeric priority of an API ``priority`` (already schema-valid)."""
+def priority_value(priority: int | str | None, log: Any = None) -> int:
+    """The queue priority of a send's ``priority`` (schema-valid: 1-5, a string or null).
+
+    "1" to "5", "bulk" and "realtime" mean what they say. The original accepted any
+    string and ignored it, so any other string means the default, with a warning.
+    """
     if priority is None:
         return DEFAULT_PRIORITY
-    if isinstance(priority, str):
-        return PRIORITY_NAMES[priority]
-    return int(priority)
+    if not isinstance(priority, str):
+        return int(priority)
+    text = priority.strip().lower()
+    if text in PRIORITY_NAMES:
+        return PRIORITY_NAMES[text]
+    if text in ("1", "2", "3", "4", "5"):
+        return int(text)
+    if log is not None:
+        log.warning(f"priority {priority!r} is not 1-5, bulk or realtime: sent at priority 1")
+    return DEFAULT_PRIORITY
 
 
 async def enqueue(

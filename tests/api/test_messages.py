@@ -257,9 +257,9 @@ async def test_logs_of_one_message(api, receiver, config):
 
 
 def test_api_priority_values():
-    from junebug.api.messages import api_priority
+    from junebug.workers.outbound import priority_value
 
-    assert [api_priority(v) for v in (None, 1, 5, "2", " Realtime ", "bulk", "high")] == [
+    assert [priority_value(v) for v in (None, 1, 5, "2", " Realtime ", "bulk", "high")] == [
         1,
         1,
         5,
