@@ -8,7 +8,6 @@ callback is tried again is ``workers.callbacks``' business (docs/callbacks.md).
 from __future__ import annotations
 
 import binascii
-import contextlib
 import email.utils
 import functools
 import re
@@ -16,21 +15,17 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
-import treq
-from hyperlink import EncodedURL
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+from twisted.internet.defer import CancelledError
 
 from junebug import messages
+from junebug.workers.http_client import (
+    MAX_PERSISTENT_PER_HOST,
+    HTTPClient,
+    InvalidRequest,
+    Target,
+)
 
 DEFAULT_TIMEOUT = 10.0
-MAX_PERSISTENT_PER_HOST = 64
-
-
-class _QuietHTTP11ClientFactory(_HTTP11ClientFactory):
-    """Twisted's connection factory without its two log lines per connection."""
-
-    noisy = False
 
 
 def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
@@ -56,58 +51,48 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
 PREPARED_URLS = 1024
 
 
-class _CallbackURL(EncodedURL):
-    """A URL that treq can send without converting it again: treq converts every
-    request's URL to a URI and renders it (``to_uri().to_text()``, ~100 µs with IDNA);
-    this one was converted once, by ``_prepare``, and answers with that."""
+class _URLText(str):
+    """A URL as text that also answers ``to_uri().to_text()``, as the hyperlink URL
+    that ``_Prepared.target`` was when treq sent callbacks did."""
 
-    _text: str = ""
+    def to_uri(self) -> _URLText:
+        return self
 
-    @classmethod
-    def ready(cls, url: EncodedURL) -> _CallbackURL:
-        text = url.to_uri().to_text()
-        ready = cls.from_text(text)
-        ready._text = text
-        return ready
-
-    def to_uri(self) -> EncodedURL:
-        # A copy made by replace() has no _text: it converts as any URL does.
-        return self if self._text else super().to_uri()
-
-    def to_text(self, with_password: bool = False) -> str:
-        return self._text if self._text and not with_password else super().to_text(with_password)
+    def to_text(self) -> str:
+        return str(self)
 
 
 @attrs.frozen
 class _Prepared:
     """What a POST to one URL needs from it, parsed once."""
 
-    #: The URL without credentials, parsed as treq would (None: it cannot be sent).
-    target: EncodedURL | str | None
+    #: Where to connect and what to send (None: the URL cannot be sent).
+    request: Target | None
     #: The ``Authorization`` value for the URL's ``user:pass@`` (None: no credentials).
     basic_auth: bytes | None = None
-    #: Why it cannot be sent (when ``target`` is None).
+    #: Why it cannot be sent (when ``request`` is None).
     error: str = ""
+
+    @property
+    def target(self) -> _URLText | None:
+        """The URL as sent: without credentials, percent-encoded."""
+        return None if self.request is None else _URLText(self.request.url)
 
 
 @functools.lru_cache(maxsize=PREPARED_URLS)
 def _prepare(url: str) -> _Prepared:
-    """``split_credentials``, treq's URL parsing and the basic-auth header, once per URL."""
+    """``split_credentials``, the URL's parsing and the basic-auth header, once per URL."""
     try:
         clean, credentials = split_credentials(url)
+        request = Target.parse(clean)
     except ValueError as exc:
         return _Prepared(None, error=str(exc))
-    target: EncodedURL | str = clean
-    # A URL treq cannot convert (an IPv6 literal fails IDNA) stays text: treq then
-    # fails on it at each attempt, as before.
-    with contextlib.suppress(Exception):
-        target = _CallbackURL.ready(EncodedURL.from_text(clean))
     basic = None
     if credentials is not None:
-        # As treq's add_basic_auth builds it.
+        # As treq's add_basic_auth built it.
         pair = b"%s:%s" % (credentials[0].encode("utf-8"), credentials[1].encode("utf-8"))
         basic = b"Basic " + binascii.b2a_base64(pair).rstrip(b"\n")
-    return _Prepared(target, basic)
+    return _Prepared(request, basic)
 
 
 def mask_credentials(url: str) -> str:
@@ -163,7 +148,7 @@ class Outcome:
 
 
 class CallbackPoster:
-    """Sends callbacks over a pool of persistent HTTP connections."""
+    """Sends callbacks over a pool of persistent HTTP connections (``http_client``)."""
 
     def __init__(
         self, reactor: Any = None, timeout: float = DEFAULT_TIMEOUT, clock: Any = None
@@ -174,12 +159,7 @@ class CallbackPoster:
         #: Times requests out; a task.Clock in tests.
         self.clock = clock or reactor
         self.timeout = timeout
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        # A forwarder can have a full prefetch of inbound and of events in flight: keep
-        # that many connections open, or the extras are closed and made again each time.
-        self.pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
-        self.pool._factory = _QuietHTTP11ClientFactory
-        self.client = treq.client.HTTPClient(Agent(reactor, pool=self.pool))
+        self.client = HTTPClient(reactor, max_persistent_per_host=MAX_PERSISTENT_PER_HOST)
 
     async def post(
         self,
@@ -213,44 +193,41 @@ class CallbackPoster:
     ) -> Outcome:
         """POST the JSON ``body`` once, with ``headers`` added; never raises."""
         prepared = _prepare(url)
-        target = prepared.target
-        if target is None:
+        request = prepared.request
+        if request is None:
             return Outcome(False, error=f"cannot be sent: {prepared.error}", hopeless=True)
-        headers = {b"Content-Type": [b"application/json"], **(headers or {})}
+        fields = {b"Content-Type": [b"application/json"], **(headers or {})}
         if token:
             # One Authorization header only: an explicit token wins over URL credentials.
-            headers[b"Authorization"] = [f"Token {token}".encode()]
+            fields[b"Authorization"] = [f"Token {token}".encode()]
         elif prepared.basic_auth is not None:
-            headers[b"Authorization"] = [prepared.basic_auth]
-
-        async def exchange() -> tuple[Any, bytes]:
-            response = await self.client.post(target, data=body, headers=headers)
-            return response, await response.content()
-
-        def timed_out(result: Any, timeout: float) -> Any:
-            # Cancelling mid-request surfaces as treq's ResponseNeverReceived: name it.
-            raise TimeoutError(timeout)
-
+            fields[b"Authorization"] = [prepared.basic_auth]
         try:
-            response, content = await Deferred.fromCoroutine(exchange()).addTimeout(
-                self.timeout, self.clock, onTimeoutCancel=timed_out
+            response = await self.client.post(
+                request,
+                body,
+                [(name, value) for name, values in fields.items() for value in values],
+                timeout=self.timeout,
+                clock=self.clock,
             )
         except (CancelledError, TimeoutError):
             return Outcome(False, error=f"timed out after {self.timeout:g}s")
+        except InvalidRequest as exc:
+            return Outcome(False, error=f"cannot be sent: {exc}", hopeless=True)
         except Exception as exc:  # noqa: BLE001 - any transport failure is the receiver's
             return Outcome(False, error=f"failed: {type(exc).__name__}: {exc}")
-        if 200 <= response.code < 300:
-            return Outcome(True, response.code)
-        excerpt = content[:500].decode("utf-8", "replace")
+        status = response.status
+        if 200 <= status < 300:
+            return Outcome(True, status)
+        excerpt = response.body[:500].decode("utf-8", "replace")
         wait = None
-        if response.code in (429, 503):
-            values = response.headers.getRawHeaders(b"Retry-After") or []
+        if status in (429, 503):
+            value = response.header(b"retry-after")
             wait = retry_after_seconds(
-                values[0].decode("latin-1") if values else None, self.clock.seconds()
+                None if value is None else value.decode("latin-1"), self.clock.seconds()
             )
-        return Outcome(
-            False, response.code, error=f"answered {response.code}: {excerpt}", retry_after=wait
-        )
+        return Outcome(False, status, error=f"answered {status}: {excerpt}", retry_after=wait)
 
     async def close(self) -> None:
-        await self.pool.closeCachedConnections()
+        """Close the pooled connections and wait until they are."""
+        await self.client.close()
