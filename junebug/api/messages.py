@@ -186,22 +186,38 @@ async def send(
     log: Any = None,
 ) -> None:
     """Store the outbound record (so events find their event_url), then queue the
-    message at the body's ``priority``, to expire after its ``validity``."""
+    message at the body's ``priority``, to expire after its ``validity``.
+
+    Storing the record, numbering and counting the message on the queue and counting
+    the outbound rate are one Redis round trip, before the publish (so no event can
+    arrive before the record). A message that is not published is not counted: both
+    counts are taken back."""
     record = {**body, **messages.api_from_message(message)}
-    await backends.messages.store_outbound(channel_id, record)
+    priority = priority_value(body.get("priority"), log)
+    queues = QueueStore(backends.redis, backends.keys)
+    count = backends.rates.bucket(channel_id, "outbound")
+    seq = await backends.messages.store_outbound(
+        channel_id, record, count=count, accept=queues.slot(channel_id, priority)
+    )
     try:
         await enqueue(
             backends.bus,
-            QueueStore(backends.redis, backends.keys),
+            queues,
             backends.clock,
             channel_id,
             message,
-            priority=priority_value(body.get("priority"), log),
+            priority=priority,
             validity=body.get("validity"),
+            seq=seq,
         )
-    except BusUnavailable as exc:
-        raise AmqpConnectionError(f"Message not sent, message bus unavailable: {exc}") from exc
-    await backends.rates.increment(channel_id, "outbound")
+    except Exception as exc:
+        # enqueue took the queue's count back. The rate's is best effort: the answer
+        # stays the publish's failure, as when the rate was counted after the publish.
+        with contextlib.suppress(Exception):
+            await backends.rates.take_back(count)
+        if isinstance(exc, BusUnavailable):
+            raise AmqpConnectionError(f"Message not sent, message bus unavailable: {exc}") from exc
+        raise
 
 
 async def message_status_of(

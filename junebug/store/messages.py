@@ -7,7 +7,8 @@ TTL, as in the original, so a reply lookup extends the window for the next reply
 
 A write can also count a rate (``count``: a bucket from ``RateCounter.bucket``) and,
 for an event, read the outbound record back, all in one round trip
-(``store.scripts.STORE``).
+(``store.scripts.STORE``); an outbound record's write can also accept its message on
+the channel's queue (``accept``: ``QueueStore.slot``; ``store.scripts.STORE_AND_ACCEPT``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from junebug.store.redis import Keys, together
 
 #: A rate bucket to count in the same round trip: (key, TTL in seconds).
 Count = tuple[str, int]
+#: Where a message is numbered and counted on its channel's queue (``QueueStore.slot``):
+#: (the queue's hash, the priority's field).
+Slot = tuple[str, str]
 
 
 def _record(raw: str | None) -> dict[str, Any] | None:
@@ -89,14 +93,35 @@ class MessageStore:
         return None if raw is None else json.loads(raw)
 
     async def store_outbound(
-        self, owner: str, record: dict[str, Any], *, count: Count | None = None
-    ) -> None:
+        self,
+        owner: str,
+        record: dict[str, Any],
+        *,
+        count: Count | None = None,
+        accept: Slot | None = None,
+    ) -> int | None:
+        """Store an outbound record (and count ``count``) in one round trip.
+
+        With ``accept`` (``QueueStore.slot``), also number the message on its channel's
+        queue and count it at its priority, as ``QueueStore.accept`` would, in the same
+        round trip (``store.scripts.STORE_AND_ACCEPT``), and return its number."""
         key = self._outbound(owner, record["message_id"])
         value = messages.to_json(record)
+        if accept is not None:
+            keys = [key, accept[0]] if count is None else [key, accept[0], count[0]]
+            args = [
+                "message",
+                value,
+                self.outbound_ttl,
+                accept[1],
+                0 if count is None else count[1],
+            ]
+            return int(await self.redis.eval(scripts.STORE_AND_ACCEPT, keys, args))
         if count is None:
             await self._write(key, "message", value, self.outbound_ttl)
         else:
             await self._store(key, "message", value, self.outbound_ttl, count=count)
+        return None
 
     async def load_outbound(self, owner: str, message_id: str) -> dict[str, Any] | None:
         key = self._outbound(owner, message_id)

@@ -67,6 +67,12 @@ class QueueStore:
         seq = await self.redis.eval(_ACCEPT, [self._key(channel_id)], [_field(priority)])
         return int(seq)
 
+    def slot(self, channel_id: str, priority: int) -> tuple[str, str]:
+        """Where ``accept`` numbers and counts a message at ``priority``: (the queue's
+        hash, the priority's field). For accepting in the same round trip as other
+        commands (``MessageStore.store_outbound``'s ``accept``); ``taken`` undoes it."""
+        return self._key(channel_id), _field(priority)
+
     async def taken(self, channel_id: str, priority: int) -> None:
         """A counted message left the queue (sent, cancelled, expired or never published)."""
         await self.redis.hincrby(self._key(channel_id), _field(priority), -1)

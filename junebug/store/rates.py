@@ -24,6 +24,15 @@ RATE_FIELDS = {
 }
 
 
+# DECR only a bucket that still exists (DECR keeps its TTL).
+_TAKE_BACK = """
+if redis.call('exists', KEYS[1]) == 1 then
+  return redis.call('decr', KEYS[1])
+end
+return false
+"""
+
+
 class RateCounter:
     def __init__(self, redis: Any, keys: Keys, window: float, clock: Any) -> None:
         self.redis = redis
@@ -43,6 +52,12 @@ class RateCounter:
     async def increment(self, owner: str, label: str) -> None:
         key, ttl = self.bucket(owner, label)
         await together(self.redis.incr(key), self.redis.expire(key, ttl))
+
+    async def take_back(self, count: tuple[str, int]) -> None:
+        """Undo one count in ``count`` (a ``bucket``, counted earlier): for a message
+        counted before it was sent that then was not. A bucket that has expired
+        meanwhile is left alone (DECR would make it again, at -1 and without a TTL)."""
+        await self.redis.eval(_TAKE_BACK, [count[0]], [])
 
     async def rate(self, owner: str, label: str) -> float:
         raw = await self.redis.get(self.keys(owner, label, str(self._bucket() - 1)))

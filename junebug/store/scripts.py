@@ -28,3 +28,23 @@ if KEYS[2] then
 end
 return {added, read}
 """
+
+#: Store an outbound record (HSET + EXPIRE), number its message on the channel's queue
+#: and count it at its priority (``QueueStore.accept``: HINCRBY of ``seq``, HINCRBY of
+#: the priority's field) and, optionally, count a rate (INCR + EXPIRE of its bucket).
+#: The API's send: everything it does before publishing the message, in one round trip.
+#:
+#: KEYS[1]: the record's hash; KEYS[2]: the queue's hash; KEYS[3] (optional): the rate
+#: bucket. ARGV: field, value, TTL of the record's hash, the priority's field, TTL of the
+#: bucket. Returns the message's number on the queue (``seq``).
+STORE_AND_ACCEPT = """
+redis.call('hset', KEYS[1], ARGV[1], ARGV[2])
+redis.call('expire', KEYS[1], ARGV[3])
+local seq = redis.call('hincrby', KEYS[2], 'seq', 1)
+redis.call('hincrby', KEYS[2], ARGV[4], 1)
+if KEYS[3] then
+  redis.call('incr', KEYS[3])
+  redis.call('expire', KEYS[3], ARGV[5])
+end
+return seq
+"""

@@ -95,11 +95,18 @@ async def enqueue(
     *,
     priority: int = DEFAULT_PRIORITY,
     validity: float | None = None,
+    seq: int | None = None,
 ) -> None:
     """Number and count ``message``, stamp its queue metadata, and publish it on the
     channel's outbound queue at ``priority``. Fails as ``bus.publish`` does (the
-    count is then taken back)."""
-    seq = await queues.accept(channel_id, priority) if queues is not None else None
+    count is then taken back).
+
+    ``seq``: the message was already numbered and counted at ``priority`` (e.g. in the
+    round trip that stored its record: ``MessageStore.store_outbound``'s ``accept``);
+    it is not accepted again, but its count is still taken back from ``queues`` if
+    the publish fails."""
+    if seq is None and queues is not None:
+        seq = await queues.accept(channel_id, priority)
     message[QUEUE_FIELD] = {
         "priority": priority,
         "seq": seq,

@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 from junebug import messages
 from junebug.store.channels import ChannelStore
 from junebug.store.messages import MessageStore
+from junebug.store.queues import QueueStore
 from junebug.store.rates import RATE_FIELDS, RateCounter
 from junebug.store.redis import Keys
 from junebug.store.status import StatusStore, worst_level
@@ -190,3 +191,95 @@ async def test_inbound_stored_and_counted_in_one_round_trip(redis, keys):
     assert 0 < await redis.ttl(count[0]) <= 20
     clock.advance(10)
     assert await rates.rate("c", "inbound") == 0.2
+
+
+async def _outbound_state(redis, keys, owner: str, ids: list[str], bucket: str) -> dict:
+    """Everything the API's send leaves in Redis for ``owner``, TTLs in whole seconds
+    below their limits (so two runs a moment apart compare equal)."""
+    records = {}
+    for message_id in ids:
+        key = keys(owner, "outbound_messages", message_id)
+        records[message_id] = (await redis.hgetall(key), 990 < await redis.ttl(key) <= 1000)
+    return {
+        "records": records,
+        "queue": await redis.hgetall(keys(owner, "outbound_queue")),
+        "queue_ttl": await redis.ttl(keys(owner, "outbound_queue")),
+        "rate": await redis.get(bucket),
+        "rate_ttl_ok": 0 < await redis.ttl(bucket) <= 20,
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbound_stored_accepted_and_counted_in_one_round_trip(redis, keys):
+    """``store_outbound(..., count=, accept=)``: the same keys, values and TTLs as the
+    three round trips the API's send made before (``store_outbound``,
+    ``QueueStore.accept``, ``RateCounter.increment``), and the same numbers."""
+    clock = Clock()
+    clock.advance(1000)
+    rates = RateCounter(redis, keys, window=10, clock=clock)
+    store = MessageStore(redis, keys, inbound_ttl=600, outbound_ttl=1000)
+    queues = QueueStore(redis, keys)
+
+    async def three_round_trips(owner: str, record: dict, priority: int) -> int:
+        await store.store_outbound(owner, record)
+        seq = await queues.accept(owner, priority)
+        await rates.increment(owner, "outbound")
+        return seq
+
+    async def one_round_trip(owner: str, record: dict, priority: int) -> int:
+        return await store.store_outbound(
+            owner,
+            record,
+            count=rates.bucket(owner, "outbound"),
+            accept=queues.slot(owner, priority),
+        )
+
+    ids = ["m0", "m1", "m2"]
+    states = []
+    for owner, send in (("before", three_round_trips), ("after", one_round_trip)):
+        seqs = []
+        for message_id, priority in zip(ids, (1, 5, 1), strict=True):
+            record = {"message_id": message_id, "content": "é", "event_url": None}
+            seqs.append(await send(owner, record, priority))
+        assert seqs == [1, 2, 3]
+        state = await _outbound_state(redis, keys, owner, ids, rates.bucket(owner, "outbound")[0])
+        states.append(state)
+    before, after = states
+    assert after == before
+    assert after["queue"] == {"seq": "3", "p1": "2", "p5": "1"}
+    assert after["queue_ttl"] == -1  # the queue's hash never expires (store/queues.py)
+    assert after["rate"] == "3" and after["rate_ttl_ok"]
+    record = {"message_id": "m0", "content": "é", "event_url": None}
+    assert after["records"]["m0"] == ({"message": messages.to_json(record)}, True)
+    assert await store.load_outbound("after", "m0") == record
+    clock.advance(10)
+    assert await rates.rate("after", "outbound") == 0.3
+
+
+@pytest_twisted.ensureDeferred
+async def test_outbound_accepted_without_a_count(redis, keys):
+    store = MessageStore(redis, keys, inbound_ttl=600, outbound_ttl=1000)
+    queues = QueueStore(redis, keys)
+    record = {"message_id": "m1"}
+    assert await store.store_outbound("c", record, accept=queues.slot("c", 3)) == 1
+    assert await store.store_outbound("c", {"message_id": "m2"}) is None  # as before
+    assert await queues.accept("c", 3) == 2  # one numbering, however a message is accepted
+    assert await queues.counts("c") == {"1": 0, "2": 0, "3": 2, "4": 0, "5": 0}
+    assert await store.load_outbound("c", "m1") == record
+    assert 990 < await redis.ttl(keys("c", "outbound_messages", "m1")) <= 1000
+    assert await redis.keys(keys("c", "outbound", "*")) == []  # no rate counted
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_count_taken_back_keeps_its_ttl_and_never_makes_a_bucket(redis, keys):
+    clock = Clock()
+    rates = RateCounter(redis, keys, window=10, clock=clock)
+    count = rates.bucket("c", "outbound")
+    await rates.increment("c", "outbound")
+    await rates.increment("c", "outbound")
+    await rates.take_back(count)
+    assert await redis.get(count[0]) == "1"
+    assert 0 < await redis.ttl(count[0]) <= 20
+    await redis.delete(count[0])  # expired meanwhile
+    await rates.take_back(count)
+    assert await redis.exists(count[0]) in (0, False)

@@ -456,3 +456,54 @@ async def test_queue_status_does_not_wait_for_an_absent_broker():
     clock.advance(QUEUE_LENGTH_TIMEOUT)
     status = await pending
     assert (status["length"], status["waiting"]) == (None, None)
+
+
+class _RecordingBus:
+    """Publishes succeed (and are kept) until ``failure`` is set; then they fail with it."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, dict, int | None]] = []
+        self.failure: Exception | None = None
+
+    def publish(self, routing_key: str, message: dict, priority: int | None = None) -> Deferred:
+        from twisted.internet.defer import fail, succeed
+
+        if self.failure is not None:
+            return fail(self.failure)
+        self.published.append((routing_key, message, priority))
+        return succeed(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_enqueue_with_a_seq_already_accepted(redis: Any, key_prefix: str):
+    """``seq`` given (accepted with the record, ``store_outbound``'s ``accept``): the
+    message carries it, it is not counted twice, and a failed publish still takes its
+    count back, as when ``enqueue`` accepted it itself."""
+    from junebug.bus.base import BusUnavailable
+
+    queues = QueueStore(redis, Keys(key_prefix))
+    clock = task.Clock()
+    clock.advance(100)
+    bus = _RecordingBus()
+    message = messages.user_message(to_addr="+27820000001", from_addr=None, transport_name="c")
+    seq = await queues.accept("c", 3)
+    await enqueue(bus, queues, clock, "c", message, priority=3, validity=5, seq=seq)
+    assert bus.published == [(outbound_key("c"), message, 3)]
+    assert message[QUEUE_FIELD] == {"priority": 3, "seq": 1, "expires_at": 105}
+    assert await queues.counts("c") == {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}
+
+    bus.failure = BusUnavailable("gone")
+    seq = await queues.accept("c", 3)
+    other = messages.user_message(to_addr="+27820000001", from_addr=None, transport_name="c")
+    with pytest.raises(BusUnavailable):
+        await enqueue(bus, queues, clock, "c", other, priority=3, seq=seq)
+    assert other[QUEUE_FIELD]["seq"] == 2
+    assert await queues.counts("c") == {"1": 0, "2": 0, "3": 1, "4": 0, "5": 0}
+    assert await queues.accept("c", 1) == 3  # numbers are never handed out twice
+
+    # Without seq, enqueue accepts as before.
+    bus.failure = None
+    last = messages.user_message(to_addr="+27820000001", from_addr=None, transport_name="c")
+    await enqueue(bus, queues, clock, "c", last, priority=1)
+    assert last[QUEUE_FIELD]["seq"] == 4
+    assert await queues.counts("c") == {"1": 2, "2": 0, "3": 1, "4": 0, "5": 0}
