@@ -51,17 +51,6 @@ def split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
 PREPARED_URLS = 1024
 
 
-class _URLText(str):
-    """A URL as text that also answers ``to_uri().to_text()``, as the hyperlink URL
-    that ``_Prepared.target`` was when treq sent callbacks did."""
-
-    def to_uri(self) -> _URLText:
-        return self
-
-    def to_text(self) -> str:
-        return str(self)
-
-
 @attrs.frozen
 class _Prepared:
     """What a POST to one URL needs from it, parsed once."""
@@ -72,11 +61,6 @@ class _Prepared:
     basic_auth: bytes | None = None
     #: Why it cannot be sent (when ``request`` is None).
     error: str = ""
-
-    @property
-    def target(self) -> _URLText | None:
-        """The URL as sent: without credentials, percent-encoded."""
-        return None if self.request is None else _URLText(self.request.url)
 
 
 @functools.lru_cache(maxsize=PREPARED_URLS)

@@ -16,12 +16,14 @@ def test_a_url_is_parsed_once_and_the_cache_is_bounded():
     http._prepare.cache_clear()
     first = http._prepare("http://u:p%40ss@127.0.0.1:81/x?y=1")
     assert http._prepare("http://u:p%40ss@127.0.0.1:81/x?y=1") is first
-    assert first.target.to_uri().to_text() == "http://127.0.0.1:81/x?y=1"
-    assert http._prepare("http://[::1]:81/x").target == "http://[::1]:81/x"  # treq fails it
+    assert first.request.url == "http://127.0.0.1:81/x?y=1"
+    assert (first.request.host, first.request.port) == ("127.0.0.1", 81)
+    ipv6 = http._prepare("http://[::1]:81/x").request
+    assert (ipv6.url, ipv6.host, ipv6.family) == ("http://[::1]:81/x", "::1", 6)
     assert first.basic_auth == b"Basic " + base64.b64encode(b"u:p%40ss")
     assert http._prepare("https://h/x").basic_auth is None
     bad = http._prepare("http://127.0.0.1:99999/")
-    assert bad.target is None and bad.error
+    assert bad.request is None and bad.error
     assert http._prepare.cache_info().maxsize == http.PREPARED_URLS
 
 
