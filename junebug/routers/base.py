@@ -17,17 +17,20 @@ A new router type is one subclass of :class:`Router`: its ``CONFIG_SCHEMA`` and
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from typing import Any, ClassVar
 
 import attrs
 from jsonschema import Draft202012Validator
+from twisted.internet.defer import Deferred
 
 from junebug import messages
 from junebug.api.errors import JunebugError
 from junebug.bus.base import event_key, inbound_key, outbound_key
 from junebug.store.queues import QueueStore
 from junebug.store.rates import RATE_FIELDS
+from junebug.store.redis import together
 from junebug.workers.forwarder import Destination, MessageForwarder
 from junebug.workers.outbound import enqueue, priority_value
 
@@ -331,29 +334,54 @@ class Router:
         their way back), queue it for the channel (``workers.outbound.enqueue``, at
         the ``priority`` and ``validity`` of an API send's body) and count it."""
         b = self.backends
-        await b.messages.store_outbound(destination.id, record)
         on_channel = {
             key: value
             for key, value in record.items()
             if key not in ("event_url", "event_auth_token")
         }
         on_channel.update(router_id=self.id, destination_id=destination.id)
-        await b.messages.store_outbound(channel_id, on_channel)
+        queues = QueueStore(b.redis, b.keys)
+        priority = priority_value(record.get("priority"))
+        counts = [
+            b.rates.bucket(destination.id, "outbound"),
+            b.rates.bucket(channel_id, "outbound"),
+        ]
+        # Both records, the queue's number and both rates in one round trip's wait, all
+        # before the publish (so no event can arrive before its records).
+        _, seq = await together(
+            Deferred.fromCoroutine(
+                b.messages.store_outbound(destination.id, record, count=counts[0])
+            ),
+            Deferred.fromCoroutine(
+                b.messages.store_outbound(
+                    channel_id,
+                    on_channel,
+                    count=counts[1],
+                    accept=queues.slot(channel_id, priority),
+                )
+            ),
+        )
         self.destination_log(destination.id).info(
             f"Sending to {message.get('to_addr')} through channel {channel_id}",
             message_id=message.get("message_id"),
         )
-        await enqueue(
-            b.bus,
-            QueueStore(b.redis, b.keys),
-            b.clock,
-            channel_id,
-            message,
-            priority=priority_value(record.get("priority")),
-            validity=record.get("validity"),
-        )
-        await b.rates.increment(destination.id, "outbound")
-        await b.rates.increment(channel_id, "outbound")
+        try:
+            await enqueue(
+                b.bus,
+                queues,
+                b.clock,
+                channel_id,
+                message,
+                priority=priority,
+                validity=record.get("validity"),
+                seq=seq,
+            )
+        except Exception:
+            # enqueue took the queue's count back; a message not sent is not counted.
+            for count in counts:
+                with contextlib.suppress(Exception):
+                    await b.rates.take_back(count)
+            raise
 
 
 async def summed_rates(rates: Any, owners: list[str]) -> dict[str, float]:

@@ -312,3 +312,38 @@ async def test_a_new_router_type_is_one_small_module(rapi, receiver):
     assert code == 201, body
     assert await user.next_line() == "joined"
     await user.hang_up()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_destination_send_stores_both_records_and_counts_both_rates(
+    rapi, receiver, gateway
+):
+    channel_id, port = await routed_channel(rapi, subcode(1))
+    router_id = await make_router(rapi, channel_id)
+    destination_id = await make_destination(
+        rapi, router_id, {"regular_expression": "."}, mo_url=receiver.url("/mo")
+    )
+    user = await TelnetUser().connect(port)
+    await receiver.next()
+    b = gateway.backends
+    queue_key = b.keys(channel_id, "outbound_queue")
+    seq_before = int(await b.redis.hget(queue_key, "seq") or 0)
+    code, body = await rapi.post(
+        f"/routers/{router_id}/destinations/{destination_id}/messages/",
+        {"to": user.address, "content": "counted", "event_url": receiver.url("/ev")},
+    )
+    assert code == 201, body
+    message_id = body["result"]["message_id"]
+    assert await user.next_line() == "counted"
+
+    own = await b.messages.load_outbound(destination_id, message_id)
+    on_channel = await b.messages.load_outbound(channel_id, message_id)
+    assert own["event_url"] == receiver.url("/ev")
+    assert "event_url" not in on_channel
+    assert (on_channel["router_id"], on_channel["destination_id"]) == (router_id, destination_id)
+    assert int(await b.redis.hget(queue_key, "seq")) == seq_before + 1
+    for owner in (destination_id, channel_id):
+        [bucket] = await b.redis.keys(b.keys(owner, "outbound", "*"))
+        assert await b.redis.get(bucket) == "1"
+        assert 0 < await b.redis.ttl(bucket) <= 2 * b.rates.window
+    await user.hang_up()
