@@ -267,15 +267,29 @@ def normalise_codec_name(name: str) -> str:
     Our own codecs are ``"gsm0338"`` and ``"ucs2"``; the rest are Python codec
     names (``"latin1"`` -> ``"iso8859-1"``, ``"utf-16be"`` -> ``"utf-16-be"``).
     """
+    known = _CANONICAL_NAMES.get(name) if type(name) is str else None
+    if known is not None:
+        return known
     lowered = name.strip().lower()
     if lowered in _GSM_ALIASES:
-        return GSM0338
-    if lowered in _UCS2_ALIASES:
-        return UCS2
-    canonical = _pycodecs.lookup(lowered).name
-    if canonical == "utf-16-be":
-        return UCS2
+        canonical = GSM0338
+    elif lowered in _UCS2_ALIASES:
+        canonical = UCS2
+    else:
+        canonical = _pycodecs.lookup(lowered).name
+        if canonical == "utf-16-be":
+            canonical = UCS2
+    if type(name) is str and len(_CANONICAL_NAMES) < _MAX_CANONICAL_NAMES:
+        _CANONICAL_NAMES[name] = canonical
     return canonical
+
+
+# normalise_codec_name is called a few times for every message sent (encoding,
+# splitting, sizing); the names it has seen are few (those of the channels' configs).
+# Python caches its own codec lookups, so a name's answer never changes; unknown names
+# raise and are not kept.
+_CANONICAL_NAMES: dict[str, str] = {}
+_MAX_CANONICAL_NAMES = 256
 
 
 def encode(text: str, codec: str, errors: Errors = "strict") -> bytes:

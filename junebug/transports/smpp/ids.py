@@ -21,6 +21,13 @@ Keys (all under ``prefix``, e.g. ``<redis_prefix><channel id>:smpp:``):
 ``parts:<message id>``      hash   ``total``, ``part:<smsc id>`` = state,
                                    ``reported:<status>`` flags; same TTLs
 =========================== ====== ==============================================
+
+A receipt is looked up in **one** round trip (``find_receipt``, the Lua script
+``RECEIPT_LOOKUP``): GET of each form of its id until one is known, HGET of the
+message's part count and, for a final receipt of a message sent whole, the
+EXPIREs that shorten how long its keys are kept. Those are the commands the separate
+calls ``lookup``, ``part_receipt`` and ``expire`` sent, in the same order, with the
+same keys and TTLs; only the waits between them are gone.
 """
 
 from __future__ import annotations
@@ -29,9 +36,57 @@ from typing import Any
 
 import attrs
 
+from junebug.store.redis import together
 from junebug.transports.smpp.receipts import FINAL_STATUSES, id_candidates, normalise_id
 
-__all__ = ["MessageIdStore", "PartsOutcome"]
+__all__ = ["RECEIPT_LOOKUP", "FoundReceipt", "MessageIdStore", "PartsOutcome"]
+
+#: Look a receipt's id up and, for a message sent whole, do what its receipt needs
+#: (``MessageIdStore.find_receipt``) in one round trip.
+#:
+#: KEYS: ``remote_message:<form>`` for each form of the id, best first.
+#: ARGV[1]: the prefix of the parts keys (``<prefix>parts:``; the message id, read
+#: from the first key found, completes it); ARGV[2]: "" when the receipt is not
+#: final, else the TTL the id key gets; ARGV[3]: the TTL the parts key gets then.
+#:
+#: Returns nil when no form is known, else ``{message id, position of the key found
+#: (1-based), part count or nil}``. A message sent in parts (a part count) is left
+#: as it was: its receipt needs the part states (``part_receipt``) before deciding
+#: whether it is final. Otherwise, for a final receipt, both keys get their TTLs as
+#: ``expire`` did (the parts key of a message sent whole normally does not exist;
+#: EXPIRE then does nothing, inside the script, at no round trip's cost).
+#:
+#: The parts key is built from the value read, so the script names a key it was not
+#: given: fine on one Redis server (Junebug's), not on a Redis Cluster.
+RECEIPT_LOOKUP = """
+for i, key in ipairs(KEYS) do
+  local message_id = redis.call('get', key)
+  if message_id then
+    local parts = ARGV[1] .. message_id
+    local total = redis.call('hget', parts, 'total')
+    if not total and ARGV[2] ~= '' then
+      redis.call('expire', key, ARGV[2])
+      redis.call('expire', parts, ARGV[3])
+    end
+    return {message_id, i, total}
+  end
+end
+return false
+"""
+
+
+@attrs.frozen
+class FoundReceipt:
+    """Which message a receipt belongs to (``MessageIdStore.find_receipt``)."""
+
+    #: Our message id.
+    message_id: str
+    #: The normalised form of the SMSC id it was stored under.
+    normalised: str
+    #: Whether the message was sent in parts (its receipt goes to ``part_receipt``,
+    #: and ``expire`` is still to be done once the message is final); otherwise
+    #: everything the receipt needs in Redis was done by the lookup.
+    multipart: bool
 
 
 @attrs.frozen
@@ -64,12 +119,18 @@ class MessageIdStore:
         count is stored too, for ``part_receipt``.
         """
         normalised = [normalise_id(smsc_id) for smsc_id in smsc_ids]
-        for key in normalised:
-            await self.redis.setex(self._remote_key(key), ttl, message_id)
-        if len(normalised) > 1:
+        if len(normalised) == 1:
+            await self.redis.setex(self._remote_key(normalised[0]), ttl, message_id)
+        elif normalised:
+            # Sent together on the one connection: Redis runs them in this order, as
+            # when each was awaited in turn, in one round trip's wait.
+            redis = self.redis
             parts_key = self._parts_key(message_id)
-            await self.redis.hset(parts_key, "total", str(len(normalised)))
-            await self.redis.expire(parts_key, ttl)
+            await together(
+                *[redis.setex(self._remote_key(key), ttl, message_id) for key in normalised],
+                redis.hset(parts_key, "total", str(len(normalised))),
+                redis.expire(parts_key, ttl),
+            )
         return normalised
 
     async def lookup(self, smsc_id: str) -> tuple[str, str] | None:
@@ -85,6 +146,25 @@ class MessageIdStore:
                 return message_id, candidate
         return None
 
+    async def find_receipt(
+        self, smsc_id: str, final: bool, ttl: int, parts_ttl: int
+    ) -> FoundReceipt | None:
+        """``lookup`` of a receipt's id and, for a message sent whole, what
+        ``part_receipt`` and (when ``final``) ``expire(..., ttl, parts_ttl)`` did, in
+        one round trip (``RECEIPT_LOOKUP``). None when no form of the id is known."""
+        candidates = [c for c in id_candidates(smsc_id) if c]
+        if not candidates:
+            return None
+        found = await self.redis.eval(
+            RECEIPT_LOOKUP,
+            [self._remote_key(c) for c in candidates],
+            [self._parts_key(""), ttl if final else "", parts_ttl],
+        )
+        if not found:
+            return None
+        message_id, position, total = found
+        return FoundReceipt(_text(message_id), candidates[int(position) - 1], total is not None)
+
     async def expire(
         self, normalised_id: str, message_id: str, ttl: int, parts_ttl: int | None = None
     ) -> None:
@@ -96,16 +176,18 @@ class MessageIdStore:
         )
 
     async def part_receipt(
-        self, message_id: str, normalised_id: str, status: str
+        self, message_id: str, normalised_id: str, status: str, *, multipart: bool = False
     ) -> PartsOutcome | None:
         """Record the receipt of one part; None when the message was sent whole.
 
         ``delivered`` is reported once every part has been delivered, ``failed``
         as soon as any part fails, ``pending`` the first time a part is pending;
-        nothing is reported after the message's final outcome.
+        nothing is reported after the message's final outcome. ``multipart``: the
+        caller already knows the message was sent in parts (``find_receipt``), so its
+        part count is not read again.
         """
         parts_key = self._parts_key(message_id)
-        if await self.redis.hget(parts_key, "total") is None:
+        if not multipart and await self.redis.hget(parts_key, "total") is None:
             return None
         # Write first, read after: receipts of several parts handled at the same time
         # each see every state written before their read, so the last one sees all.

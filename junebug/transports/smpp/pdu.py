@@ -64,6 +64,7 @@ __all__ = [
     "make_pdu",
     "make_response",
     "status_name",
+    "with_sequence_number",
 ]
 
 #: Default cap on command_length accepted by :class:`PDUFramer` (64 KiB).
@@ -845,6 +846,13 @@ def decode(data: bytes) -> PDU:
     return PDU(cid, seq, status, params, tlvs)
 
 
+def with_sequence_number(data: bytes, sequence_number: int) -> bytes:
+    """Return the encoded PDU ``data`` with its sequence number replaced: what
+    :func:`encode` gives for the same PDU with ``sequence_number``, without encoding
+    it again."""
+    return data[:12] + _UINT32.pack(sequence_number) + data[HEADER_LENGTH:]
+
+
 # ---------------------------------------------------------------------------
 # Builders
 
@@ -868,9 +876,8 @@ def make_pdu(
     fields = LAYOUTS.get(cid)
     if fields is None:
         raise ValueError(f"unknown SMPP command id 0x{cid:08x}")
-    names = {f.name for f in fields}
-    unknown = set(params) - names
-    if unknown:
+    if not _PARAM_NAMES[cid].issuperset(params):
+        unknown = set(params) - _PARAM_NAMES[cid]
         raise ValueError(f"{command_name(cid)} has no params {sorted(unknown)}")
     full: dict[str, Any] = {}
     for name, kind, _max in fields:
@@ -882,6 +889,12 @@ def make_pdu(
             default = _DEFAULT_VALUES[kind]
             full[name] = list(default) if isinstance(default, tuple) else default
     return PDU(cid, sequence_number, command_status, full, dict(tlvs or {}))
+
+
+#: command id -> the names of its mandatory params.
+_PARAM_NAMES: dict[int, frozenset[str]] = {
+    int(cid): frozenset(f.name for f in fields) for cid, fields in LAYOUTS.items()
+}
 
 
 def make_response(

@@ -44,7 +44,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 
 from junebug.transports.smpp import pdu as smpp
-from junebug.transports.smpp.constants import CommandStatus
+from junebug.transports.smpp.constants import COMMAND_NAMES, CommandStatus
 
 __all__ = [
     "THROTTLE_STATUSES",
@@ -104,6 +104,11 @@ class Submission:
     attempts: int = 0
     #: Position in the queue, kept when it is put back.
     order: int = -1
+    #: The submit_sm already encoded (with any sequence number) from ``params`` and
+    #: ``tlvs``, when the sender had to encode it anyway; each attempt writes these
+    #: bytes with its own sequence number instead of encoding them again. None:
+    #: encoded when sent.
+    data: bytes | None = None
 
 
 class SubmitQueue:
@@ -399,11 +404,11 @@ class EsmeProtocol(Protocol):
                 pdu = smpp.decode(frame)
             except smpp.PDUDecodeError as exc:
                 self._warn(f"Undecodable PDU from the SMSC: {exc.message}")
-                if self.log is not None:
+                if self._wire_logging():
                     self.log.wire("in", "undecodable PDU", data=frame.hex())
                 self._write(exc.generic_nack())
                 continue
-            if self.log is not None:
+            if self._wire_logging():
                 self.log.wire("in", pdu.command, pdu=describe_pdu(pdu))
             self.pdu_received(pdu)
 
@@ -411,7 +416,8 @@ class EsmeProtocol(Protocol):
         if pdu.is_unknown:
             self._write(smpp.generic_nack(pdu.sequence_number, CommandStatus.ESME_RINVCMDID))
             return
-        handler = getattr(self, f"_on_{pdu.command}", None)
+        name = _HANDLER_NAMES.get(pdu.command_id)
+        handler = getattr(self, name, None) if name is not None else None
         if handler is not None:
             handler(pdu)
         elif not pdu.is_response:
@@ -572,17 +578,24 @@ class EsmeProtocol(Protocol):
 
     def _send_submit(self, submission: Submission) -> None:
         seq = self._next_sequence()
-        try:
-            pdu = smpp.make_pdu("submit_sm", seq, tlvs=submission.tlvs, **submission.params)
-            data = smpp.encode(pdu)
-        except (ValueError, smpp.PDUEncodeError) as exc:
-            self._warn(f"Cannot encode submit_sm: {exc}")
-            self.handler.smpp_submit_result(submission, CommandStatus.ESME_RSYSERR, None)
-            return
+        pdu: smpp.PDU | None = None
+        data = submission.data
+        if data is not None:
+            data = smpp.with_sequence_number(data, seq)
+        else:
+            try:
+                pdu = smpp.make_pdu("submit_sm", seq, tlvs=submission.tlvs, **submission.params)
+                data = smpp.encode(pdu)
+            except (ValueError, smpp.PDUEncodeError) as exc:
+                self._warn(f"Cannot encode submit_sm: {exc}")
+                self.handler.smpp_submit_result(submission, CommandStatus.ESME_RSYSERR, None)
+                return
         submission.attempts += 1
         timer = self.clock.callLater(self.settings.response_timeout, self._submit_timed_out, seq)
         self.outstanding[seq] = _Outstanding(submission, timer)
-        if self.log is not None:
+        if self._wire_logging():
+            if pdu is None:
+                pdu = smpp.make_pdu("submit_sm", seq, tlvs=submission.tlvs, **submission.params)
             self.log.wire("out", pdu.command, pdu=describe_pdu(pdu))
         self.transport.write(data)
 
@@ -636,11 +649,18 @@ class EsmeProtocol(Protocol):
     def _write(self, pdu: smpp.PDU) -> None:
         if self.transport is None:
             return
-        if self.log is not None:
+        if self._wire_logging():
             self.log.wire("out", pdu.command, pdu=describe_pdu(pdu))
         self.transport.write(smpp.encode(pdu))
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _wire_logging(self) -> bool:
+        """Whether PDUs are logged: describing one costs more than the rest of its
+        handling, so it is only done when the log will write it. A log without a
+        ``wire_logging`` switch decides for itself (it is always called)."""
+        log = self.log
+        return log is not None and getattr(log, "wire_logging", True)
 
     @staticmethod
     def _cancel(call: IDelayedCall | None) -> None:
@@ -658,6 +678,12 @@ class EsmeProtocol(Protocol):
     @property
     def bound(self) -> bool:
         return self.state == BOUND
+
+
+#: command_id -> the name of the method that handles it (``_on_<command name>``).
+_HANDLER_NAMES: dict[int, str] = {
+    command_id: f"_on_{name}" for command_id, name in COMMAND_NAMES.items()
+}
 
 
 def _reason_text(reason: Failure | None) -> str:

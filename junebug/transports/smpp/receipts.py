@@ -129,10 +129,12 @@ def compile_regex(pattern: str) -> re.Pattern[str]:
 
 def message_state_name(value: int) -> str:
     """The state name of a ``message_state`` TLV value (UNKNOWN for others)."""
-    try:
-        return MessageState(value).name
-    except ValueError:
-        return "UNKNOWN"
+    return _STATE_NAMES.get(value, "UNKNOWN")
+
+
+#: message_state value -> name (what ``MessageState(value).name`` gives, without the
+#: cost of an Enum call for every receipt).
+_STATE_NAMES: dict[int, str] = {int(state): state.name for state in MessageState}
 
 
 def is_receipt_esm_class(esm_class: int) -> bool:

@@ -29,6 +29,7 @@ Config keys: ``junebug.transports.smpp.config`` (documented in
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Coroutine
 from typing import Any
 
 import attrs
@@ -49,7 +50,7 @@ from junebug.transports.smpp.config import (
     unknown_keys,
 )
 from junebug.transports.smpp.constants import CommandStatus
-from junebug.transports.smpp.ids import MessageIdStore
+from junebug.transports.smpp.ids import FoundReceipt, MessageIdStore
 from junebug.transports.smpp.protocol import (
     Backoff,
     BindSettings,
@@ -91,7 +92,7 @@ class _Outgoing:
     done: bool = False
     expiry: IDelayedCall | None = None
     #: Receipts that arrived before the ack was published.
-    receipts: list[tuple[Receipt, str, str]] = attrs.Factory(list)
+    receipts: list[tuple[Receipt, str, FoundReceipt]] = attrs.Factory(list)
     #: The handle_outbound calls waiting for the outcome (more than one when the bus
     #: delivered the message again while it was being sent).
     waiters: list[Deferred] = attrs.Factory(list)
@@ -159,6 +160,24 @@ class SmppChannel(Transport, EsmeHandler):
         self.receipt_regex = compile_regex(cfg.delivery_report["delivery_report_regex"])
         self.status_mapping = cfg.delivery_report["delivery_report_status_mapping"]
         self.style = cfg.long_message_style
+        # Read once here rather than for every message (the config does not change).
+        submit = cfg.submit_sm
+        self._submit_encoding = submit["submit_sm_encoding"]
+        self._submit_data_coding = submit["submit_sm_data_coding"]
+        #: The submit_sm params that come from the config alone.
+        self._submit_params = {
+            "service_type": cfg["service_type"],
+            "source_addr_ton": cfg["source_addr_ton"],
+            "source_addr_npi": cfg["source_addr_npi"],
+            "dest_addr_ton": cfg["dest_addr_ton"],
+            "dest_addr_npi": cfg["dest_addr_npi"],
+            "registered_delivery": 1 if cfg["registered_delivery"] else 0,
+        }
+        self._ussd_op = bytes.fromhex(submit["ussd_service_op"])
+        self._ussd_op_map = {k.lower(): v for k, v in cfg.deliver_sm["ussd_service_op_map"].items()}
+        self._id_ttl = cfg["third_party_id_expiry"]
+        self._final_id_ttl = cfg["final_dr_third_party_id_expiry"]
+        self._final_parts_ttl = cfg["completed_multipart_info_expiry"]
         self.reassembler = multipart.Reassembler(
             self.clock, cfg["multipart_reassembly_timeout"], self._parts_expired
         )
@@ -380,26 +399,24 @@ class SmppChannel(Transport, EsmeHandler):
             if not isinstance(value, str) or not value.isascii():
                 await self.publish_nack(message_id, f"Invalid {name}: {value}")
                 return
-        submit = self.cfg.submit_sm
+        content = message.get("content")
         try:
             encoded = codecs.encode_outbound(
-                message.get("content"),
-                submit["submit_sm_encoding"],
-                submit["submit_sm_data_coding"],
+                content, self._submit_encoding, self._submit_data_coding
             )
-            reference = 0
-            if self.style in ("sar", "udh"):
+            parts = multipart.split_text(content or "", encoded.codec, self.style, 0)
+            if len(parts) > 1 and self.style in ("sar", "udh"):
+                # Only a message sent in parts needs a concatenation reference (how many
+                # parts there are does not depend on it).
                 bits = 8 if self.style == "udh" else 16
                 counter = await self.redis.incr(f"{self.key_prefix}multipart_reference")
-                rollover = submit["multipart_sar_reference_rollover"]
+                rollover = self.cfg.submit_sm["multipart_sar_reference_rollover"]
                 reference = multipart.reference_from_sequence(int(counter), rollover, bits)
-            parts = multipart.split_text(
-                message.get("content") or "", encoded.codec, self.style, reference
-            )
+                parts = multipart.split_text(content or "", encoded.codec, self.style, reference)
         except UnicodeEncodeError as exc:
             await self.publish_nack(
                 message_id,
-                f"Content cannot be encoded with {submit['submit_sm_encoding']}: {exc.reason} "
+                f"Content cannot be encoded with {self._submit_encoding}: {exc.reason} "
                 f"({exc.object[exc.start : exc.end]!r})",
             )
             return
@@ -415,20 +432,17 @@ class SmppChannel(Transport, EsmeHandler):
             if part.message_payload:
                 tlvs["message_payload"] = part.payload
             params = {
-                "service_type": self.cfg["service_type"],
-                "source_addr_ton": self.cfg["source_addr_ton"],
-                "source_addr_npi": self.cfg["source_addr_npi"],
+                **self._submit_params,
                 "source_addr": from_addr,
-                "dest_addr_ton": self.cfg["dest_addr_ton"],
-                "dest_addr_npi": self.cfg["dest_addr_npi"],
                 "destination_addr": to_addr,
                 "esm_class": part.esm_class_flags,
-                "registered_delivery": 1 if self.cfg["registered_delivery"] else 0,
                 "data_coding": encoded.data_coding,
                 "short_message": part.short_message,
             }
             try:
-                smpp.encode(smpp.make_pdu("submit_sm", 1, tlvs=tlvs, **params))
+                # Encoded once, here: the protocol writes these bytes with the sequence
+                # number of each attempt (``Submission.data``).
+                data = smpp.encode(smpp.make_pdu("submit_sm", 1, tlvs=tlvs, **params))
             except (ValueError, smpp.PDUEncodeError) as exc:
                 reason = str(exc)
                 if len(part.short_message) > 254:
@@ -439,7 +453,7 @@ class SmppChannel(Transport, EsmeHandler):
                     )
                 await self.publish_nack(message_id, reason)
                 return
-            submissions.append(Submission(params, tlvs, (message_id, index)))
+            submissions.append(Submission(params, tlvs, (message_id, index), data=data))
         outgoing = _Outgoing(message, len(submissions))
         expiry = self.cfg["submit_sm_expiry"]
         if expiry:
@@ -491,9 +505,8 @@ class SmppChannel(Transport, EsmeHandler):
             session_info = 0
         if message.get("session_event") == SESSION_CLOSE:
             session_info += 1
-        op = bytes.fromhex(self.cfg.submit_sm["ussd_service_op"])
         return {
-            "ussd_service_op": op,
+            "ussd_service_op": self._ussd_op,
             "its_session_info": (session_info & 0xFFFF).to_bytes(2, "big"),
         }
 
@@ -531,9 +544,7 @@ class SmppChannel(Transport, EsmeHandler):
         smsc_ids = [outgoing.smsc_ids[i] for i in sorted(outgoing.smsc_ids)]
         stored: list[str] = []
         try:
-            stored = await self.ids.remember(
-                [i for i in smsc_ids if i], message_id, self.cfg["third_party_id_expiry"]
-            )
+            stored = await self.ids.remember([i for i in smsc_ids if i], message_id, self._id_ttl)
         except Exception as exc:
             self.log.error(
                 f"Could not store the SMSC message id (receipts will not match): {exc}",
@@ -545,8 +556,8 @@ class SmppChannel(Transport, EsmeHandler):
                 await self.publish_ack(message_id, sent_id)
         finally:
             self.outgoing.pop(message_id, None)
-        for receipt, status, normalised in outgoing.receipts:
-            await self._report(message_id, normalised, receipt, status)
+        for receipt, status, found in outgoing.receipts:
+            await self._report(found, receipt, status)
         self._release_held(set(stored))
 
     def _update_outbound(self) -> None:
@@ -637,8 +648,7 @@ class SmppChannel(Transport, EsmeHandler):
 
     def _ussd_session(self, op: Any, session_info: Any) -> tuple[str, str]:
         op_hex = bytes(op).hex() if isinstance(op, bytes | bytearray) else f"{int(op):02x}"
-        table = {k.lower(): v for k, v in self.cfg.deliver_sm["ussd_service_op_map"].items()}
-        session_event = table.get(op_hex.lower(), SESSION_CLOSE)
+        session_event = self._ussd_op_map.get(op_hex.lower(), SESSION_CLOSE)
         value = 0
         if isinstance(session_info, bytes | bytearray) and session_info:
             value = int.from_bytes(session_info, "big")
@@ -663,33 +673,38 @@ class SmppChannel(Transport, EsmeHandler):
             self.log.warning("A delivery receipt without a message id was ignored")
             return
         status = delivery_status(receipt.state, self.status_mapping) if receipt.state else "pending"
-        found = await self.ids.lookup(receipt.smsc_id)
+        found = await self._find(receipt.smsc_id, status)
         if found is None:
             self._hold(receipt, status)
             return
-        message_id, normalised = found
-        outgoing = self.outgoing.get(message_id)
+        outgoing = self.outgoing.get(found.message_id)
         if outgoing is not None:
             # Its ack is being published: report after it.
-            outgoing.receipts.append((receipt, status, normalised))
+            outgoing.receipts.append((receipt, status, found))
             return
-        await self._report(message_id, normalised, receipt, status)
+        await self._report(found, receipt, status)
 
-    async def _report(
-        self, message_id: str, normalised: str, receipt: Receipt, status: str
-    ) -> None:
-        outcome = await self.ids.part_receipt(message_id, normalised, status)
-        if outcome is None:
-            report, final = status, status in FINAL_STATUSES
-        else:
-            report, final = outcome.status, outcome.final
-        if final:
-            await self.ids.expire(
-                normalised,
-                message_id,
-                self.cfg["final_dr_third_party_id_expiry"],
-                self.cfg["completed_multipart_info_expiry"],
+    def _find(self, smsc_id: str, status: str) -> Coroutine[Any, Any, FoundReceipt | None]:
+        """The message a receipt is for (or None); for a message sent whole, its keys'
+        TTLs are shortened in the same round trip when ``status`` is final."""
+        return self.ids.find_receipt(
+            smsc_id, status in FINAL_STATUSES, self._final_id_ttl, self._final_parts_ttl
+        )
+
+    async def _report(self, found: FoundReceipt, receipt: Receipt, status: str) -> None:
+        message_id = found.message_id
+        report: str | None = status
+        if found.multipart:
+            outcome = await self.ids.part_receipt(
+                message_id, found.normalised, status, multipart=True
             )
+            if outcome is not None:
+                report = outcome.status
+                if outcome.final:
+                    await self.ids.expire(
+                        found.normalised, message_id, self._final_id_ttl, self._final_parts_ttl
+                    )
+        # A message sent whole: ``_find`` already did what its receipt needs in Redis.
         if report is None or self.cfg["disable_delivery_report"]:
             return
         await self.publish_delivery_report(
@@ -728,14 +743,14 @@ class SmppChannel(Transport, EsmeHandler):
         self._spawn(self._last_try(held))
 
     async def _last_try(self, held: _HeldReceipt) -> None:
-        found = await self.ids.lookup(held.receipt.smsc_id)
+        found = await self._find(held.receipt.smsc_id, held.status)
         if found is None:
             self.log.info(
                 f"Receipt for unknown SMSC id {held.receipt.smsc_id!r} "
                 f"({held.receipt.state}) dropped"
             )
             return
-        await self._report(found[0], found[1], held.receipt, held.status)
+        await self._report(found, held.receipt, held.status)
 
     # -- helpers ---------------------------------------------------------------------------------
 

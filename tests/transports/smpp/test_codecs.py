@@ -158,6 +158,15 @@ def test_codec_names():
         normalise_codec_name("klingon")
 
 
+def test_codec_names_are_the_same_when_asked_again():
+    names = ["GSM0338", "ucs-2", "utf-16be", "latin1", " UTF-8 ", "ascii"]
+    first = [normalise_codec_name(name) for name in names]
+    assert [normalise_codec_name(name) for name in names] == first
+    for _ in range(2):  # an unknown name is not remembered as known
+        with pytest.raises(LookupError):
+            normalise_codec_name("klingon")
+
+
 def test_text_units():
     assert text_unit("gsm0338") == "septet"
     assert text_unit("ascii") == "septet"

@@ -30,6 +30,7 @@ from junebug.transports.smpp.pdu import (
     make_pdu,
     make_response,
     status_name,
+    with_sequence_number,
 )
 
 # ---------------------------------------------------------------------------
@@ -145,6 +146,22 @@ def test_round_trip_every_command(data):
         assert decode(wire) == pdu
         # Encoding is deterministic: the decoded PDU encodes to the same bytes.
         assert encode(decode(wire)) == wire
+
+
+@settings(max_examples=50, deadline=None)
+@given(data=st.data(), seq=sequence_numbers)
+def test_with_sequence_number_is_encoding_with_that_number(data, seq):
+    """What the protocol writes for a submit_sm encoded in advance."""
+    for command_id in (c.CommandId.submit_sm, c.CommandId.deliver_sm, c.CommandId.data_sm):
+        pdu = data.draw(pdus_for(command_id), label=command_name(command_id))
+        again = PDU(pdu.command_id, seq, pdu.command_status, pdu.params, pdu.tlvs)
+        assert with_sequence_number(encode(pdu), seq) == encode(again)
+
+
+def test_make_pdu_still_refuses_unknown_params():
+    with pytest.raises(ValueError, match=r"submit_sm has no params \['nope'\]"):
+        make_pdu("submit_sm", 1, nope=1, short_message=b"x")
+    assert make_pdu("enquire_link", 2).params == {}
 
 
 @given(

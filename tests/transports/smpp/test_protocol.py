@@ -457,6 +457,48 @@ def test_wire_log_has_every_pdu_and_masks_the_password():
     assert log.lines[0][2]["pdu"]["params"]["password"] == "***"
 
 
+def test_no_pdu_is_described_while_wire_logging_is_off(monkeypatch):
+    from junebug.transports.smpp import protocol as smpp_protocol
+
+    def refuse(pdu):
+        raise AssertionError("described with wire_logging off")
+
+    monkeypatch.setattr(smpp_protocol, "describe_pdu", refuse)
+    log = WireLog()
+    log.wire_logging = False
+    protocol = EsmeProtocol(
+        BindSettings(system_id="esme", password="secret"), Clock(), SubmitQueue(), Recorder(), log
+    )
+    transport = AbortableTransport()
+    protocol.makeConnection(transport)
+    bind = smpp.decode(transport.value())
+    protocol.dataReceived(smpp.encode(smpp.make_response(bind, system_id="x")))
+    assert protocol.bound
+    assert not [line for line in log.lines if line[0] in ("in", "out")]
+
+
+def test_a_submission_encoded_in_advance_is_written_with_each_attempts_number(bound):
+    params = {"destination_addr": "27820000001", "short_message": b"hi"}
+    data = smpp.encode(smpp.make_pdu("submit_sm", 1, **params))
+    submission = Submission(params, token="t", data=data)
+    bound.queue.put(submission)
+    (sent,) = bound.written()
+    first = sent.sequence_number
+    assert smpp.encode(sent) == smpp.encode(smpp.make_pdu("submit_sm", first, **params))
+    bound.lose()
+    bound.transport = AbortableTransport()
+    bound.protocol = EsmeProtocol(bound.settings, bound.clock, bound.queue, bound.handler)
+    bound.protocol.makeConnection(bound.transport)
+    bound.protocol.sequence = 40
+    bound.bind()
+    (again,) = [p for p in bound.written() if p.command == "submit_sm"]
+    assert (first, again.sequence_number) == (2, 41)
+    assert smpp.encode(again) == smpp.encode(
+        smpp.make_pdu("submit_sm", again.sequence_number, **params)
+    )
+    assert submission.attempts == 2
+
+
 def test_describe_pdu_shows_octets_as_hex():
     view = describe_pdu(smpp.make_pdu("submit_sm", 3, short_message=b"\x01\xff"))
     assert view["params"]["short_message"] == "01ff"

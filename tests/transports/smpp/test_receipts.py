@@ -121,6 +121,17 @@ def test_message_state_names(value, name):
     assert message_state_name(value) == name
 
 
+def test_message_state_names_are_the_enums_for_every_octet():
+    from junebug.transports.smpp.constants import MessageState
+
+    for value in range(256):
+        try:
+            expected = MessageState(value).name
+        except ValueError:
+            expected = "UNKNOWN"
+        assert message_state_name(value) == expected
+
+
 # -- id normalisation --------------------------------------------------------------------------
 
 
