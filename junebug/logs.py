@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -78,6 +79,7 @@ _SECRET_SUFFIXES = ("_password", "_passwd", "_token", "_secret", "_api_key", "_a
 # Keys of a log line that extra fields may not replace.
 _RESERVED = frozenset({"logger", "level", "timestamp", "message", "message_id", "exception"})
 
+
 _log = Logger(namespace="junebug.logs")
 
 
@@ -130,7 +132,58 @@ _BARE_KEY = re.compile(
 )
 
 
+# Every secret key name contains one of these, once normalised as ``is_secret_key``
+# does (lower case, "-" as "_"): "password"/"passwd", "secret", "token", "api_key"/
+# "apikey", "authorization", "private_key", "cookie" (tests/test_logs.py checks it).
+_SECRET_NEEDLES = (
+    "passw",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "private_key",
+    "cookie",
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _needles(extra: tuple[str, ...]) -> tuple[str, ...]:
+    return _SECRET_NEEDLES + tuple(e.strip().lower().replace("-", "_") for e in extra)
+
+
 def _redact_text(text: str, extra: Iterable[str] = ()) -> str:
+    """``text`` with credentials in URLs and values of secret keys masked.
+
+    Most text holds nothing to mask, and the three regular expressions cost more than
+    the line they look at, so they run only when they could change something:
+
+    * a URL with credentials needs "://" and "@";
+    * a masked ``key: value`` / ``key=value`` needs ":" or "=", and a key that
+      ``is_secret_key`` accepts. Such a key is ASCII (the patterns' key characters, and
+      what IGNORECASE lets them match, e.g. the Kelvin sign, lower-case the same way
+      inside and outside the text), so its normalised form is a substring of the
+      text's normalised form, and every secret name contains one of ``_needles``.
+
+    tests/test_logs.py checks with hypothesis that this equals ``_redact_text_full``.
+    """
+    if "@" in text and "://" in text:
+        return _redact_text_full(text, extra)
+    if ":" not in text and "=" not in text:
+        return text
+    extra = extra if isinstance(extra, tuple) else tuple(extra)
+    try:
+        needles = _needles(extra)
+    except (AttributeError, TypeError):  # not names: let is_secret_key judge them
+        return _redact_text_full(text, extra)
+    normalised = text.lower().replace("-", "_")
+    for needle in needles:
+        if needle in normalised:
+            return _redact_text_full(text, extra)
+    return text
+
+
+def _redact_text_full(text: str, extra: Iterable[str] = ()) -> str:
     def mask(match: re.Match[str]) -> str:
         if not is_secret_key(match.group("key"), extra):
             return match.group(0)
@@ -242,6 +295,15 @@ def _safe_str(value: object) -> str:
         return str(value)
     except Exception:
         return f"<unprintable {type(value).__name__}>"
+
+
+# How a line is written: json.dumps(entry, ensure_ascii=False, default=_safe_str), with
+# the encoder built once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_safe_str)
+# What that encoder writes a string with, for lines without extra fields
+# (``ChannelLog._line``).
+_json_string = json.encoder.encode_basestring
+_INFINITY = float("inf")
 
 
 # -- exceptions -------------------------------------------------------------------------
@@ -357,6 +419,8 @@ class ChannelLog:
         self._local = threading.local()
         self._file: BinaryIO | None = None
         self._file_id: tuple[int, int] | None = None
+        #: The start of every line, as the JSON encoder writes it.
+        self._head = '{"logger": ' + _json_string(owner_id) + ', "level": '
         self._closed = False
         self._failing = False
         try:
@@ -455,16 +519,56 @@ class ChannelLog:
         self._local.busy = True
         try:
             try:
-                entry = self._entry(level, message, message_id, fields, failure, reserved_fields)
-                line = json.dumps(entry, ensure_ascii=False, default=_safe_str) + "\n"
+                if fields or failure is not None or reserved_fields is not None:
+                    entry: dict[str, Any] | None = self._entry(
+                        level, message, message_id, fields, failure, reserved_fields
+                    )
+                    line = _ENCODER.encode(entry) + "\n"
+                else:
+                    line, entry = self._line(level, message, message_id)
                 data = line.encode("utf-8", "backslashreplace")
             except Exception as e:
                 self._report_failure(e)
                 return
             self._write(data)
-            self._forward(entry, failure)
+            if entry is not None:
+                self._forward(entry, failure)
         finally:
             self._local.busy = False
+
+    def _line(
+        self, level: int, message: str, message_id: str | None
+    ) -> tuple[str, dict[str, Any] | None]:
+        """A line without extra fields or exception, written without building and
+        encoding a dict: the same text as ``_ENCODER.encode(self._entry(...))``
+        (tests/test_logs.py checks it with hypothesis). Returns the entry too when the
+        line is forwarded (``_forward``), else None."""
+        level = int(level)
+        timestamp = float(self._clock.seconds())
+        text = _redact_text(_safe_str(message), tuple(self.secret_keys))
+        if timestamp != timestamp:
+            stamp = "NaN"
+        elif timestamp in (_INFINITY, -_INFINITY):
+            stamp = "Infinity" if timestamp > 0 else "-Infinity"
+        else:
+            stamp = float.__repr__(timestamp)
+        line = f'{self._head}{level}, "timestamp": {stamp}, "message": {_json_string(text)}'
+        if message_id is None:
+            line += "}\n"
+        else:
+            message_id = _safe_str(message_id)
+            line += f', "message_id": {_json_string(message_id)}}}\n'
+            if level < logging.WARNING:
+                return line, None  # not forwarded: see _forward
+        entry: dict[str, Any] = {
+            "logger": self.owner_id,
+            "level": level,
+            "timestamp": timestamp,
+            "message": text,
+        }
+        if message_id is not None:
+            entry["message_id"] = message_id
+        return line, entry
 
     def _entry(
         self,
@@ -484,7 +588,7 @@ class ChannelLog:
         }
         if message_id is not None:
             entry["message_id"] = _safe_str(message_id)
-        reserved = _RESERVED | set(reserved_fields or ())
+        reserved = _RESERVED | set(reserved_fields) if reserved_fields else _RESERVED
         for key, value in fields.items():
             # Extra fields never replace the line's own keys; a clash is kept under
             # "field_<key>" rather than dropped.
@@ -502,8 +606,8 @@ class ChannelLog:
     def _write(self, data: bytes) -> None:
         with self._lock:
             try:
-                self._open()
-                if self.rotate_size > 0 and self._size() >= self.rotate_size:
+                size = self._open()
+                if self.rotate_size > 0 and size >= self.rotate_size:
                     self._rotate()
                 self._write_all(data)
             except Exception as e:
@@ -514,22 +618,26 @@ class ChannelLog:
                     self._close_file()
             self._failing = False
 
-    def _open(self) -> None:
-        """Make sure ``_file`` is an open handle on the file now at ``path``.
+    def _open(self) -> int:
+        """Make sure ``_file`` is an open handle on the file now at ``path``; returns
+        the file's size.
 
         Reopens when the file was moved away or deleted meanwhile (another ChannelLog
-        for the same owner rotated it, or someone removed it)."""
+        for the same owner, or another process, rotated it, or someone removed it):
+        checked before every line. The size is the one ``stat`` found at ``path``
+        (the same file as ``_file``), so it counts what other writers appended too."""
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             st = None
         if self._file is not None and st is not None and (st.st_dev, st.st_ino) == self._file_id:
-            return
+            return st.st_size
         self._close_file()
         os.makedirs(self.directory, mode=0o755, exist_ok=True)
         handle = open(self.path, "ab", buffering=0)  # noqa: SIM115 - kept open
         fst = os.fstat(handle.fileno())
         self._file, self._file_id = handle, (fst.st_dev, fst.st_ino)
+        return fst.st_size
 
     def _close_file(self) -> None:
         handle, self._file, self._file_id = self._file, None, None
@@ -537,13 +645,14 @@ class ChannelLog:
             with contextlib.suppress(OSError):
                 handle.close()
 
-    def _size(self) -> int:
-        assert self._file is not None
-        return os.fstat(self._file.fileno()).st_size
-
     def _write_all(self, data: bytes) -> None:
         assert self._file is not None
-        view = memoryview(data)
+        written = self._file.write(data)
+        if written == len(data):
+            return
+        if not written:
+            raise OSError(errno.EIO, f"short write to {self.path!r}")
+        view = memoryview(data)[written:]
         while view:
             written = self._file.write(view)
             if not written:

@@ -6,9 +6,12 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
@@ -690,3 +693,175 @@ def test_rotation_threshold_is_inclusive(make_log, tmp_path):
     log.info("third")
     assert [x["message"] for x in file_lines(tmp_path / f"{OWNER}.1")] == ["first", "second"]
     assert [x["message"] for x in file_lines(tmp_path / OWNER)] == ["third"]
+
+
+# -- the cheap paths give the same lines --------------------------------------------------
+
+# Pieces of text that make the redaction patterns match, or nearly: secret and ordinary
+# key names in several spellings, separators, quotes, URLs, and characters whose case
+# mapping is unusual (Kelvin sign, long s, dotted and dotless i, sigma).
+_PIECES = [
+    "password", "PassWord", "passwd", "pass", "token", "TOKEN", "tok", "en", "api-key",
+    "Api_Key", "apikey", "X-Api-Key", "secret", "cookie", "Set-Cookie", "authorization",
+    "private-key", "mo_url_auth_token", "system_pin", "PIN", "user", "x", "1", "Basic ",
+    "Bearer ", ":", "=", "@", "://", "http", "/", " ", '"', "'", "b'", "[", "]", "{", "}",
+    ",", ";", "&", "\\", "-", "_", ".", "\n", "\t", "é", "\u212a", "to\u212aen", "\u017f",
+    "\u0130", "\u0131", "\u03a3", "\ud800",
+]  # fmt: skip
+_NAMES = [
+    *logs._SECRET_KEYS,
+    "smpp_password",
+    "Client-Secret",
+    "system_pin",
+    "user",
+    "token_type",
+    "secretary",
+    "passive",
+    "x",
+]
+# key=value, key: value, "key": "value" and URLs with credentials, with secret and
+# ordinary names in any case and with "-" for "_".
+_pairs = st.builds(
+    lambda before, name, upper, dashed, quote, sep, value: (
+        f"{before}{quote}{name.upper() if upper else name}{quote}{sep}{value}".replace(
+            "_", "-" if dashed else "_"
+        )
+    ),
+    st.sampled_from(["", " ", "&", "?", "{", ", ", "x"]),
+    st.sampled_from(_NAMES),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["", '"', "'"]),
+    st.sampled_from(["=", ":", ": ", " = ", "://u:"]),
+    st.sampled_from(["hunter2", '"s3"', "'s3'", "[1, 2]", "Basic abc", "p@host/x", ""]),
+)
+_texts = st.one_of(
+    st.text(),
+    st.lists(st.one_of(_pairs, st.sampled_from(_PIECES)), max_size=8).map("".join),
+    st.lists(st.sampled_from(_PIECES), max_size=25).map("".join),
+    st.lists(st.one_of(st.sampled_from(_PIECES), st.text(max_size=3)), max_size=20).map("".join),
+)
+_extras = st.lists(
+    st.one_of(
+        st.sampled_from(["system_pin", "pin", "", " X-Pin ", "t\u0130n"]), st.text(max_size=4)
+    ),
+    max_size=3,
+).map(tuple)
+
+
+def test_every_secret_key_name_holds_a_needle():
+    """``_redact_text`` skips the patterns when no needle is in the text: every name
+    ``is_secret_key`` accepts must hold one."""
+    for name in [*logs._SECRET_KEYS, *logs._SECRET_SUFFIXES]:
+        assert any(needle in name for needle in logs._SECRET_NEEDLES), name
+
+
+@settings(max_examples=2000, suppress_health_check=list(HealthCheck), deadline=None)
+@given(_texts, _extras)
+def test_redaction_shortcut_changes_nothing(text, extra):
+    assert logs._redact_text(text, extra) == logs._redact_text_full(text, extra)
+
+
+def _line_as_before(owner, level, timestamp, message, message_id, extra, fields=None):
+    """A line as ChannelLog wrote it before its shortcuts: every pattern on the message,
+    ``json.dumps`` of the whole entry."""
+    entry = {
+        "logger": owner,
+        "level": level,
+        "timestamp": float(timestamp),
+        "message": logs._redact_text_full(message, extra),
+    }
+    if message_id is not None:
+        entry["message_id"] = message_id
+    for key, value in (fields or {}).items():
+        entry[key] = (
+            logs.MASK if logs.is_secret_key(key, extra) else logs._redact_text_full(value, extra)
+        )
+    line = json.dumps(entry, ensure_ascii=False, default=logs._safe_str) + "\n"
+    return line.encode("utf-8", "backslashreplace")
+
+
+@settings(max_examples=500, suppress_health_check=list(HealthCheck), deadline=None)
+@given(
+    message=_texts,
+    message_id=st.one_of(st.none(), _texts),
+    level=st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]),
+    timestamp=st.one_of(st.floats(), st.integers(0, 2**40)),
+    keys=st.lists(st.sampled_from(["system_pin", "pin"]), max_size=2),
+    fields=st.one_of(st.just({}), st.dictionaries(st.sampled_from(["a", "token"]), _texts)),
+)
+def test_lines_are_byte_identical_to_before(message, message_id, level, timestamp, keys, fields):
+    directory = tempfile.mkdtemp()
+    try:
+        clock = Clock()
+        clock.seconds = lambda: timestamp
+        owner = "chan-é"
+        with ChannelLog(owner, directory, clock=clock, level=logging.DEBUG) as log:
+            log.secret_keys |= set(keys)
+            log.log(level, message, message_id=message_id, **fields)
+            extra = tuple(log.secret_keys)
+        with open(os.path.join(directory, owner), "rb") as f:
+            written = f.read()
+        assert written == _line_as_before(
+            owner, level, timestamp, message, message_id, extra, fields
+        )
+    finally:
+        shutil.rmtree(directory)
+
+
+def test_lines_forwarded_as_before(make_log, global_events):
+    """Lines without fields still reach the process log (those about a message only
+    from WARNING up), with the same entry."""
+    log = make_log()
+    log.info("plain")
+    log.info("about a message", message_id="m1")
+    log.warning("a warning about it", message_id="m1")
+    forwarded = [e["junebug_entry"] for e in global_events if e.get(FORWARDED_KEY) == OWNER]
+    assert [(e["message"], e.get("message_id")) for e in forwarded] == [
+        ("plain", None),
+        ("a warning about it", "m1"),
+    ]
+    assert forwarded[1] == {
+        "logger": OWNER,
+        "level": 30,
+        "timestamp": 1_000_000.0,
+        "message": "a warning about it",
+        "message_id": "m1",
+    }
+
+
+# -- other writers ------------------------------------------------------------------------
+
+
+def test_size_counts_what_other_writers_appended(make_log, tmp_path):
+    """The rotation threshold is the file's size, not what this log wrote itself."""
+    log = make_log(rotate_size=1000)
+    log.info("mine")
+    with open(tmp_path / OWNER, "ab") as other:  # another writer of the same file
+        other.write(b'{"message": "theirs"}\n' + b" " * 1000 + b"\n")
+    log.info("after theirs")
+    assert [x["message"] for x in file_lines(tmp_path / OWNER)] == ["after theirs"]
+    assert (tmp_path / f"{OWNER}.1").exists()
+
+
+def test_file_moved_away_by_another_writer_is_noticed_at_the_next_line(make_log, tmp_path):
+    log = make_log(rotate_size=200)
+    log.info("first")
+    # Another process rotates the file and starts a new one with a line of its own.
+    os.replace(tmp_path / OWNER, tmp_path / f"{OWNER}.1")
+    (tmp_path / OWNER).write_text('{"message": "theirs"}\n')
+    log.info("second")  # into the new file, and its size (small) decides: no rotation
+    assert [x["message"] for x in file_lines(tmp_path / OWNER)] == ["theirs", "second"]
+    assert [x["message"] for x in file_lines(tmp_path / f"{OWNER}.1")] == ["first"]
+    # Moved away and nothing put in its place: a new file is started.
+    os.replace(tmp_path / OWNER, tmp_path / f"{OWNER}.2")
+    log.info("third")
+    assert [x["message"] for x in file_lines(tmp_path / OWNER)] == ["third"]
+
+
+def test_file_deleted_by_someone_is_started_again(make_log, tmp_path):
+    log = make_log()
+    log.info("first")
+    os.remove(tmp_path / OWNER)
+    log.info("second")
+    assert [x["message"] for x in file_lines(tmp_path / OWNER)] == ["second"]

@@ -21,6 +21,7 @@ dead letter when it is replayed, deleted or pushed out by newer ones.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -140,8 +141,10 @@ return removed
 """
 
 
+@functools.lru_cache(maxsize=1024)
 def queue_id(owner: str, url: str) -> str:
-    """The id of the queue of ``owner``'s callbacks to ``url``."""
+    """The id of the queue of ``owner``'s callbacks to ``url`` (remembered for the
+    last 1,024 pairs: most callbacks go to a few URLs or templates)."""
     return f"{owner}:{hashlib.sha1(url.encode('utf-8')).hexdigest()[:20]}"
 
 

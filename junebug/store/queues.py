@@ -73,9 +73,10 @@ class QueueStore:
         commands (``MessageStore.store_outbound``'s ``accept``); ``taken`` undoes it."""
         return self._key(channel_id), _field(priority)
 
-    async def taken(self, channel_id: str, priority: int) -> None:
-        """A counted message left the queue (sent, cancelled, expired or never published)."""
-        await self.redis.hincrby(self._key(channel_id), _field(priority), -1)
+    async def taken(self, channel_id: str, priority: int, count: int = 1) -> None:
+        """``count`` counted messages left the queue (sent, cancelled, expired or never
+        published)."""
+        await self.redis.hincrby(self._key(channel_id), _field(priority), -count)
 
     async def counts(self, channel_id: str) -> dict[str, int]:
         """Messages waiting at each priority, ``{"1": n, ..., "5": n}`` (never negative)."""

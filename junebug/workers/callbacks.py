@@ -64,6 +64,16 @@ SIGNATURE_HEADER = b"X-Junebug-Signature"
 WHAT = {"inbound": "inbound message", "event": "event", "status": "status event"}
 
 _ID_NAMESPACE = uuid.UUID("5a0c1f1e-8d3b-4c1a-9d6e-6a756e656275")
+_ID_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
+
+
+def _uuid5_hex(name: str) -> str:
+    """``uuid.uuid5(_ID_NAMESPACE, name).hex``, without building two UUID objects:
+    the first 16 bytes of SHA-1(namespace + name), version 5, RFC 4122 variant."""
+    digest = bytearray(hashlib.sha1(_ID_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return digest.hex()
 
 
 class CallbackNotQueued(Exception):
@@ -80,6 +90,9 @@ class CallbackSettings:
     secret: str | None = attrs.field(default=None, repr=False)
     #: The channel whose ``callback_secret`` signs retries (looked up at each retry).
     signer: str | None = None
+
+
+_DEFAULT_SETTINGS = CallbackSettings()
 
 
 def settings_from(channel_id: str, properties: dict[str, Any]) -> CallbackSettings:
@@ -360,32 +373,51 @@ class CallbackQueue:
 
         Fails with ``CallbackNotQueued`` only when a callback that must be retried
         cannot be written to Redis (the caller's message then stays on the bus)."""
-        settings = settings or CallbackSettings()
+        settings = settings or _DEFAULT_SETTINGS
         owner_log = log or self.log_of(owner)
         now = self.clock.seconds()
         qid = queue_id(owner, template or url)
-        callback = _Callback(
-            id=self._callback_id(owner, kind, url, source_id),
-            qid=qid,
-            owner=owner,
-            kind=kind,
-            url=url,
-            body=messages.to_json(payload),
-            token=token,
-            message_id=message_id,
-            signer=settings.signer,
-            max_attempts=max(1, settings.max_attempts),
-            max_age=settings.max_age,
-            created=now,
-            queued=now,
-            order=self._order(now),
-        )
+        callback_id = self._callback_id(owner, kind, url, source_id)
+        body = messages.to_json(payload)
+        order = self._order(now)
+
+        def record(**attempt: Any) -> _Callback:
+            # Only a callback that waits or failed needs its record.
+            return _Callback(
+                id=callback_id,
+                qid=qid,
+                owner=owner,
+                kind=kind,
+                url=url,
+                body=body,
+                token=token,
+                message_id=message_id,
+                signer=settings.signer,
+                max_attempts=max(1, settings.max_attempts),
+                max_age=settings.max_age,
+                created=now,
+                queued=now,
+                order=order,
+                **attempt,
+            )
+
         if qid in self.blocked:
-            await self._persist(callback, now, owner_log, "waits behind earlier callbacks")
+            await self._persist(record(), now, owner_log, "waits behind earlier callbacks")
             return False
-        outcome = await self._attempt(callback, settings.secret)
+        # The first attempt, as ``_attempt`` makes it.
+        attempted = self.clock.seconds()
+        outcome = await self._post(
+            url, body.encode("utf-8"), callback_id, 1, token, settings.secret, attempted
+        )
         if outcome.ok:
             return True
+        callback = record(
+            attempts=1,
+            first_attempt=attempted,
+            last_attempt=attempted,
+            last_error=outcome.error,
+            last_status=outcome.status,
+        )
         now = self.clock.seconds()
         if not outcome.retryable:
             owner_log.error(
@@ -415,7 +447,7 @@ class CallbackQueue:
     def _callback_id(self, owner: str, kind: str, url: str, source_id: str | None) -> str:
         # Stable across a redelivery from the bus, so the receiver can spot the repeat.
         if source_id:
-            return uuid.uuid5(_ID_NAMESPACE, f"{owner}\n{kind}\n{source_id}\n{url}").hex
+            return _uuid5_hex(f"{owner}\n{kind}\n{source_id}\n{url}")
         return uuid.uuid4().hex
 
     def _order(self, now: float) -> int:
@@ -451,20 +483,38 @@ class CallbackQueue:
         if callback.first_attempt is None:
             callback.first_attempt = now
         callback.last_attempt = now
-        body = callback.body.encode("utf-8")
-        headers = {
-            CALLBACK_ID_HEADER: [callback.id.encode("ascii")],
-            ATTEMPT_HEADER: [str(callback.attempts).encode("ascii")],
-        }
-        if secret:
-            headers[SIGNATURE_HEADER] = [signature(secret, int(now), body).encode("ascii")]
-        outcome = await self.poster.attempt(
-            callback.url, body, token=callback.token, headers=headers
+        outcome = await self._post(
+            callback.url,
+            callback.body.encode("utf-8"),
+            callback.id,
+            callback.attempts,
+            callback.token,
+            secret,
+            now,
         )
         if not outcome.ok:
             callback.last_error = outcome.error
             callback.last_status = outcome.status
         return outcome
+
+    def _post(
+        self,
+        url: str,
+        body: bytes,
+        callback_id: str,
+        attempt: int,
+        token: str | None,
+        secret: str | None,
+        now: float,
+    ) -> Awaitable[Outcome]:
+        """One attempt's POST, with its headers (module docstring)."""
+        headers = {
+            CALLBACK_ID_HEADER: [callback_id.encode("ascii")],
+            ATTEMPT_HEADER: [str(attempt).encode("ascii")],
+        }
+        if secret:
+            headers[SIGNATURE_HEADER] = [signature(secret, int(now), body).encode("ascii")]
+        return self.poster.attempt(url, body, token=token, headers=headers)
 
     def _delay(self, attempts: int, outcome: Outcome) -> float:
         if outcome.status == 429 and outcome.retry_after is not None:

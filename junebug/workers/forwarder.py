@@ -18,6 +18,10 @@ from junebug.bus.base import MessageBus, event_key, inbound_key, outbound_key
 from junebug.workers.callbacks import WHAT, CallbackSettings
 from junebug.workers.outbound import enqueue
 
+#: The variables given for a callback URL without any (``render`` returns such a URL
+#: as it is): they are not worked out.
+_NO_VALUES: dict[str, Any] = {}
+
 
 @attrs.define
 class Destination:
@@ -150,7 +154,11 @@ class MessageForwarder:
             await self.post(
                 "inbound",
                 destination.mo_url,
-                callback_templates.inbound_values(self.channel_id, message),
+                (
+                    callback_templates.inbound_values(self.channel_id, message)
+                    if callback_templates.is_template(destination.mo_url)
+                    else _NO_VALUES
+                ),
                 payload,
                 token=destination.mo_url_auth_token,
                 settings=destination.callback,
@@ -194,7 +202,11 @@ class MessageForwarder:
                 await self.post(
                     "event",
                     event_url,
-                    callback_templates.event_values(self.channel_id, event, record),
+                    (
+                        callback_templates.event_values(self.channel_id, event, record)
+                        if callback_templates.is_template(event_url)
+                        else _NO_VALUES
+                    ),
                     messages.api_from_event(self.channel_id, event),
                     token=record.get("event_auth_token"),
                     settings=destination.callback,

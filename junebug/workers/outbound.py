@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -50,6 +50,11 @@ PRIORITY_NAMES = {"bulk": 1, "realtime": MAX_PRIORITY}
 #: How many messages a channel takes off its queue ahead of sending them (the bus
 #: prefetch): the local buffer plus the messages being handed to the transport.
 BUFFER_SIZE = 8
+#: Seconds the scheduler gathers the messages leaving its buffer before counting them
+#: down in Redis (``QueueStore.taken``): one command per priority for all of them,
+#: instead of one per message. The channel's queue status, stopping the channel and
+#: ``flush_taken`` write them at once.
+TAKEN_FLUSH_DELAY = 0.05
 
 #: nack reasons.
 CANCELLED = "cancelled"
@@ -266,6 +271,12 @@ class OutboundScheduler:
         #: Messages already counted as taken whose send failed (given back to the bus):
         #: not counted a second time when they come back to this scheduler.
         self._counted: set[str] = set()
+        #: Messages taken out of the buffer and not yet counted down in Redis, by
+        #: priority; written by ``flush_taken``.
+        self._taken: dict[int, int] = {}
+        self._taken_call: Any = None
+        #: Writes of those counts under way.
+        self._taken_writes: set[Deferred] = set()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -313,6 +324,8 @@ class OutboundScheduler:
             await release()
         if stopped is not None:
             await stopped
+        # Nothing leaves the buffer any more: count down what left it.
+        await self.flush_taken()
 
     # -- settings -----------------------------------------------------------------------
 
@@ -382,6 +395,8 @@ class OutboundScheduler:
         return waiter
 
     def _changed(self) -> None:
+        if not self._watchers:
+            return
         for watcher in list(self._watchers):
             predicate, waiter = watcher
             if predicate(self):
@@ -398,13 +413,13 @@ class OutboundScheduler:
             return entry.done
         if self._cancelled(entry):
             return self._drop(entry, CANCELLED)
-        if self._expired(entry, self.clock.seconds()):
-            return self._drop(entry, EXPIRED)
+        if entry.expires_at is not None:
+            now = self.clock.seconds()
+            if self._expired(entry, now):
+                return self._drop(entry, EXPIRED)
+            entry.timer = self.clock.callLater(max(entry.expires_at - now, 0), self._expire, entry)
         heapq.heappush(self._heap, (-entry.priority, next(self._arrivals), entry))
         self._live += 1
-        if entry.expires_at is not None:
-            delay = max(entry.expires_at - self.clock.seconds(), 0)
-            entry.timer = self.clock.callLater(delay, self._expire, entry)
         self._changed()
         self._pump()
         return entry.done
@@ -462,16 +477,43 @@ class OutboundScheduler:
         return Deferred.fromCoroutine(reject())
 
     def _count_taken(self, entry: _Entry) -> None:
+        """Count ``entry`` down in Redis: within ``TAKEN_FLUSH_DELAY`` seconds, with the
+        others leaving meanwhile."""
         if self.queues is None or entry.seq is None or entry.priority < 1:
             return
-        d = maybeDeferred(self.queues.taken, self.channel_id, entry.priority)
-        d.addErrback(
-            lambda f: log.info(
-                "Could not count down the queue of {id}: {error}",
-                id=self.channel_id,
-                error=f.getErrorMessage(),
-            )
+        self._taken[entry.priority] = self._taken.get(entry.priority, 0) + 1
+        if self._taken_call is None:
+            self._taken_call = self.clock.callLater(TAKEN_FLUSH_DELAY, self.flush_taken)
+
+    def flush_taken(self) -> Deferred:
+        """Count down in Redis, now, the messages that left the buffer (one command per
+        priority); fires once every such write made so far has finished (a failure
+        is logged, as one per message was)."""
+        if self._taken_call is not None:
+            if self._taken_call.active():
+                self._taken_call.cancel()
+            self._taken_call = None
+        counts, self._taken = self._taken, {}
+        for priority, count in counts.items():
+            written = maybeDeferred(self.queues.taken, self.channel_id, priority, count)
+            written.addErrback(self._taken_failed)
+            if not written.called:
+                self._taken_writes.add(written)
+                written.addBoth(self._taken_written, written)
+        if not self._taken_writes:
+            return succeed(None)
+        return DeferredList(list(self._taken_writes)).addCallback(lambda _: None)
+
+    def _taken_failed(self, failure: Failure) -> None:
+        log.info(
+            "Could not count down the queue of {id}: {error}",
+            id=self.channel_id,
+            error=failure.getErrorMessage(),
         )
+
+    def _taken_written(self, result: Any, written: Deferred) -> Any:
+        self._taken_writes.discard(written)
+        return result
 
     # -- sending ------------------------------------------------------------------------
 
@@ -508,25 +550,37 @@ class OutboundScheduler:
             self._counted.discard(message_id)
         else:
             self._count_taken(entry)
-
-        def call() -> Any:
-            result = self._send(entry.message)
-            if hasattr(result, "__await__") and not isinstance(result, Deferred):
-                return Deferred.fromCoroutine(result)
-            return result
-
-        sending = maybeDeferred(call)
+        # ``send``'s Deferred or coroutine, or its plain result (as maybeDeferred would).
+        try:
+            sending = self._send(entry.message)
+            if not isinstance(sending, Deferred):
+                if hasattr(sending, "__await__"):
+                    sending = Deferred.fromCoroutine(sending)
+                elif isinstance(sending, Failure):
+                    sending = fail(sending)
+                else:
+                    sending = succeed(sending)
+        except BaseException:
+            sending = fail()
         self._in_flight.add(sending)
+        sending.addCallbacks(
+            self._sent,
+            self._not_sent,
+            callbackArgs=(sending, entry),
+            errbackArgs=(sending, entry),
+        )
 
-        def finished(result: Any) -> Any:
-            self._in_flight.discard(sending)
-            if isinstance(result, Failure) and message_id is not None and entry.seq is not None:
-                # Given back to the bus (RetryLater): it is still queued.
-                self._counted.add(message_id)
-            return result
+    def _sent(self, result: Any, sending: Deferred, entry: _Entry) -> None:
+        self._in_flight.discard(sending)
+        entry.done.callback(result)
 
-        sending.addBoth(finished)
-        sending.chainDeferred(entry.done)
+    def _not_sent(self, failure: Failure, sending: Deferred, entry: _Entry) -> None:
+        self._in_flight.discard(sending)
+        message_id = entry.message_id
+        if message_id is not None and entry.seq is not None:
+            # Given back to the bus (RetryLater): it is still queued.
+            self._counted.add(message_id)
+        entry.done.errback(failure)
 
     def _schedule_wakeup(self, delay: float) -> None:
         if self._wakeup is not None and self._wakeup.active():
@@ -574,6 +628,9 @@ async def queue_status(
     buffered = scheduler.buffered if scheduler is not None else 0
     by_priority = None
     if queues is not None:
+        if scheduler is not None:
+            # What left the buffer is counted down before the counts are read.
+            await scheduler.flush_taken()
         by_priority = await queues.counts(channel_id)
         if waiting == 0 and buffered == 0 and any(by_priority.values()):
             # Nothing is queued, whatever the counters say (a lost in-process queue,

@@ -271,6 +271,17 @@ async def test_outbound_accepted_without_a_count(redis, keys):
 
 
 @pytest_twisted.ensureDeferred
+async def test_taken_counts_several_messages_down_at_once(redis, keys):
+    queues = QueueStore(redis, keys)
+    for priority in (1, 1, 1, 4):
+        await queues.accept("c", priority)
+    await queues.taken("c", 1, 2)  # two messages of priority 1 left together
+    await queues.taken("c", 4)  # one, as before
+    assert await queues.counts("c") == {"1": 1, "2": 0, "3": 0, "4": 0, "5": 0}
+    assert await queues.accept("c", 1) == 5  # the numbering is untouched
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_count_taken_back_keeps_its_ttl_and_never_makes_a_bucket(redis, keys):
     clock = Clock()
     rates = RateCounter(redis, keys, window=10, clock=clock)

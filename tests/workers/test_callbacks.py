@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
@@ -317,3 +321,76 @@ def test_what_is_not_retryable(code):
     from junebug.workers.http import Outcome
 
     assert not Outcome(False, code).retryable
+
+
+# -- the first attempt, without a record unless it fails ----------------------------------
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(st.text())
+def test_callback_ids_are_uuid5_of_the_source(name):
+    from junebug.workers.callbacks import _ID_NAMESPACE, _uuid5_hex
+
+    try:
+        expected = uuid.uuid5(_ID_NAMESPACE, name).hex
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            _uuid5_hex(name)
+        return
+    assert _uuid5_hex(name) == expected
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_first_attempt_is_recorded_as_before(harness, receiver):
+    """A callback delivered at once never gets a record; one whose first attempt fails
+    is written with every field the attempt gave it."""
+    from junebug.workers.callbacks import _ID_NAMESPACE
+
+    url = receiver.url("/ev")
+    settings = CallbackSettings(max_attempts=7, max_age=99.5, secret=SECRET, signer="chan")
+    sent = {"n": 1, "text": "é"}
+    assert await harness.send(url, sent, kind="event", settings=settings, source_id="e1")
+    delivered = await receiver.next()
+    callback_id = uuid.uuid5(_ID_NAMESPACE, f"chan\nevent\ne1\n{url}").hex
+    assert delivered.headers["x-junebug-callback-id"] == callback_id
+    assert delivered.headers["x-junebug-attempt"] == "1"
+    assert verify(SECRET, delivered, START)
+
+    receiver.codes = [503]
+    harness.clock.advance(2.5)
+    ok = await harness.send(
+        url,
+        sent,
+        kind="event",
+        settings=settings,
+        token="tok",
+        message_id="m2",
+        source_id="e2",
+        template=url,
+    )
+    assert ok is False
+    record = await harness.store.head(queue_id("chan", url))
+    now = START + 2.5
+    assert int(record["order"]) // 1000 == int(now * 1000)
+    del record["order"]
+    assert record == {
+        "id": uuid.uuid5(_ID_NAMESPACE, f"chan\nevent\ne2\n{url}").hex,
+        "qid": queue_id("chan", url),
+        "owner": "chan",
+        "kind": "event",
+        "url": url,
+        "body": '{"n": 1, "text": "\\u00e9"}',
+        "token": "tok",
+        "message_id": "m2",
+        "signer": "chan",
+        "max_attempts": "7",
+        "max_age": "99.5",
+        "created": repr(now),
+        "queued": repr(now),
+        "attempts": "1",
+        "first_attempt": repr(now),
+        "last_attempt": repr(now),
+        "last_error": record["last_error"],
+        "last_status": "503",
+    }
+    assert record["last_error"].startswith("answered 503")

@@ -29,6 +29,7 @@ from junebug.transports.base import Transport
 from junebug.workers.outbound import (
     BUFFER_SIZE,
     QUEUE_FIELD,
+    TAKEN_FLUSH_DELAY,
     RateLimit,
     enqueue,
     priority_value,
@@ -297,6 +298,7 @@ async def test_realtime_overtakes_ten_thousand_queued_bulk_messages(setup: Setup
     await within(worker.scheduler.until(buffered_at_least(BUFFER_SIZE)))
     waiting = await within(setup.bus.queue_length(outbound_key(channel)))
     assert waiting + worker.scheduler.buffered == 10_000 - 2
+    await within(worker.scheduler.flush_taken())  # counted down within TAKEN_FLUSH_DELAY
     assert (await setup.queues.counts(channel))["5"] == 0
 
 
@@ -359,6 +361,7 @@ async def test_expired_messages_are_rejected_not_sent(setup: Setup):
     event = await setup.next_event(channel)
     assert event["nack_reason"] == "expired"
     assert wire.sent == ["first", "patient"]
+    await within(worker.scheduler.flush_taken())
     assert (await setup.queues.counts(channel)) == dict.fromkeys("12345", 0)
 
 
@@ -507,3 +510,90 @@ async def test_enqueue_with_a_seq_already_accepted(redis: Any, key_prefix: str):
     await enqueue(bus, queues, clock, "c", last, priority=1)
     assert last[QUEUE_FIELD]["seq"] == 4
     assert await queues.counts("c") == {"1": 2, "2": 0, "3": 1, "4": 0, "5": 0}
+
+
+# -- counting down what leaves the buffer -------------------------------------------------
+
+
+class CountingQueues(QueueStore):
+    """A QueueStore that records its ``taken`` writes."""
+
+    def __init__(self, queues: QueueStore) -> None:
+        super().__init__(queues.redis, queues.keys)
+        self.writes: list[tuple[int, int]] = []
+
+    async def taken(self, channel_id: str, priority: int, count: int = 1) -> None:
+        self.writes.append((priority, count))
+        await super().taken(channel_id, priority, count)
+
+
+@pytest_twisted.ensureDeferred
+async def test_messages_leaving_are_counted_down_together_within_the_flush_delay(setup: Setup):
+    setup.queues = queues = CountingQueues(setup.queues)
+    channel = setup.new_channel()
+    for n in range(20):
+        await setup.send(channel, f"m{n}", priority=1 + n % 5)
+    assert await queues.counts(channel) == dict.fromkeys("12345", 4)
+    worker = await setup.start(channel)
+    await wire_count(Wire.instances[-1], 20)
+    # Not one write per message: nothing yet, until TAKEN_FLUSH_DELAY has passed...
+    assert queues.writes == []
+    assert await queues.counts(channel) == dict.fromkeys("12345", 4)
+    setup.clock.advance(TAKEN_FLUSH_DELAY)
+    await within(worker.scheduler.flush_taken())  # ... then one per priority.
+    assert sorted(queues.writes) == [(p, 4) for p in range(1, 6)]
+    # The same counts one write per message gave.
+    assert await queues.counts(channel) == dict.fromkeys("12345", 0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_counts_down_what_left_the_buffer(setup: Setup):
+    channel = setup.new_channel()
+    for n in range(6):
+        await setup.send(channel, f"m{n}", priority=1 + n % 2)
+    worker = await setup.start(channel)
+    await wire_count(Wire.instances[-1], 6)
+    await within(Deferred.fromCoroutine(worker.stop()), 20)
+    setup.workers.remove(worker)
+    assert await setup.queues.counts(channel) == dict.fromkeys("12345", 0)  # no clock moved
+
+
+@pytest_twisted.ensureDeferred
+async def test_queue_status_counts_down_what_left_the_buffer_before_reading(setup: Setup):
+    channel = setup.new_channel()
+    for n in range(5):
+        await setup.send(channel, f"m{n}", priority=1 if n < 3 else 3)
+    worker = await setup.start(channel, rate_limit_count=2, rate_limit_window=60)
+    await wire_count(Wire.instances[-1], 2)
+    await within(worker.scheduler.until(buffered_at_least(3)))
+    status = await queue_status(setup.bus, channel, scheduler=worker.scheduler, queues=setup.queues)
+    assert status["length"] == 3
+    buffered = worker.scheduler.buffered_by_priority()
+    assert status["by_priority"] == {p: buffered.get(p, 0) for p in "12345"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_count_down_is_logged_not_raised():
+    from twisted.logger import globalLogPublisher
+
+    from junebug.workers.outbound import OutboundScheduler, _Entry
+
+    class RedisAway:
+        async def taken(self, channel_id: str, priority: int, count: int = 1) -> None:
+            raise ConnectionError("Redis away")
+
+    clock = task.Clock()
+    scheduler = OutboundScheduler(
+        "c", send=None, reject=None, bus=None, clock=clock, queues=RedisAway()
+    )
+    message = messages.user_message(to_addr="a", from_addr=None, transport_name="c")
+    message[QUEUE_FIELD] = {"priority": 2, "seq": 7, "expires_at": None}
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        scheduler._count_taken(_Entry(message))
+        clock.advance(TAKEN_FLUSH_DELAY)
+        await within(scheduler.flush_taken())
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e["error"] for e in events if "count down" in e.get("log_format", "")] == ["Redis away"]
