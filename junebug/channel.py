@@ -26,6 +26,15 @@ DESTINATION_FIELDS = ("mo_url", "amqp_queue")
 RATE_LIMIT_FIELDS = ("rate_limit_count", "rate_limit_window")
 #: Properties the API accepts but never shows.
 WRITE_ONLY_FIELDS = ("callback_secret",)
+#: Properties the destination and the callback settings are made of.
+DELIVERY_FIELDS = (
+    "mo_url",
+    "mo_url_auth_token",
+    "amqp_queue",
+    "callback_max_attempts",
+    "callback_max_age",
+    "callback_secret",
+)
 
 
 class Channel:
@@ -37,6 +46,8 @@ class Channel:
         self.transport_worker: TransportWorker | None = None
         self.forwarder: MessageForwarder | None = None
         self.status_worker: StatusWorker | None = None
+        #: (the DELIVERY_FIELDS' values, the Destination made of them)
+        self._delivery: tuple[tuple[Any, ...], Destination] | None = None
 
     # -- properties -------------------------------------------------------------------
 
@@ -51,17 +62,35 @@ class Channel:
 
     @property
     def destination(self) -> Destination:
-        return Destination(
-            mo_url=self.properties.get("mo_url"),
-            mo_url_auth_token=self.properties.get("mo_url_auth_token"),
-            amqp_queue=self.properties.get("amqp_queue"),
-            callback=self.callback_settings,
+        """Where the channel delivers, with its callback settings.
+
+        Read for every API send and every message the forwarder delivers, so it is made
+        once and kept while the properties it is made of keep their values (compared on
+        every read: an update, or a change made in place, is seen at once)."""
+        get = self.properties.get
+        values = (  # DELIVERY_FIELDS
+            get("mo_url"),
+            get("mo_url_auth_token"),
+            get("amqp_queue"),
+            get("callback_max_attempts"),
+            get("callback_max_age"),
+            get("callback_secret"),
         )
+        delivery = self._delivery
+        if delivery is None or delivery[0] != values:
+            destination = Destination(
+                mo_url=get("mo_url"),
+                mo_url_auth_token=get("mo_url_auth_token"),
+                amqp_queue=get("amqp_queue"),
+                callback=settings_from(self.id, self.properties),
+            )
+            delivery = self._delivery = (values, destination)
+        return delivery[1]
 
     @property
     def callback_settings(self) -> CallbackSettings:
         """Retry limits and signing secret of the channel's callbacks."""
-        return settings_from(self.id, self.properties)
+        return self.destination.callback
 
     @property
     def has_destination(self) -> bool:

@@ -9,7 +9,9 @@ naive UTC) everywhere, so nothing needs converting on the way in or out.
 from __future__ import annotations
 
 import json
-import uuid
+import math
+import os
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,16 +38,50 @@ class InvalidMessage(ValueError):
 
 
 def new_id() -> str:
-    """A message or event id as vumi makes them: 32 lowercase hex digits."""
-    return uuid.uuid4().hex
+    """A message or event id as vumi makes them: 32 lowercase hex digits.
+
+    Exactly ``uuid.uuid4().hex``: 16 bytes from ``os.urandom`` with the version (4) and
+    RFC 4122 variant bits set, without building a ``UUID`` (under half the cost)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 def format_timestamp(moment: datetime) -> str:
     return moment.strftime(VUMI_DATE_FORMAT)
 
 
+#: Unix times the quick formatting handles (1970 to 2999); others take datetime's way.
+_QUICK_SECONDS = 32503680000.0
+#: The last whole second formatted, and its text to the second (most timestamps in a
+#: busy second share it).
+_second: tuple[int, str] = (-1, "")
+
+
+def _to_the_second(second: int) -> str:
+    global _second
+    cached = _second  # one read: safe should another thread replace it meanwhile
+    if cached[0] != second:
+        moment = datetime.fromtimestamp(second, UTC).replace(tzinfo=None)
+        cached = _second = (second, moment.strftime("%Y-%m-%d %H:%M:%S"))
+    return cached[1]
+
+
 def timestamp_from_seconds(seconds: float) -> str:
-    """The vumi timestamp for a Unix time, e.g. ``clock.seconds()``."""
+    """The vumi timestamp for a Unix time, e.g. ``clock.seconds()``.
+
+    The same text as ``datetime.fromtimestamp(seconds, UTC)`` formatted with
+    ``VUMI_DATE_FORMAT``: the microseconds are rounded as datetime rounds them (half to
+    even, carrying into the second), and the date and time to the second are formatted
+    once per second."""
+    if type(seconds) is float and 0.0 <= seconds < _QUICK_SECONDS:
+        fraction, whole = math.modf(seconds)
+        micro = round(fraction * 1e6)
+        if micro >= 1_000_000:
+            micro -= 1_000_000
+            whole += 1.0
+        return f"{_to_the_second(int(whole))}.{micro:06d}"
     moment = datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None)
     return format_timestamp(moment)
 
@@ -59,7 +95,10 @@ def parse_timestamp(text: str) -> datetime:
 
 def _now(clock: Any = None) -> str:
     if clock is None:
-        return format_timestamp(datetime.now(UTC).replace(tzinfo=None))
+        # datetime.now(UTC) to the microsecond, as it is taken: the system clock in
+        # nanoseconds, rounded down.
+        second, nanos = divmod(time.time_ns(), 1_000_000_000)
+        return f"{_to_the_second(second)}.{nanos // 1000:06d}"
     return timestamp_from_seconds(clock.seconds())
 
 
@@ -296,9 +335,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+#: json.dumps(payload, default=_json_default), built once rather than for every call.
+_ENCODER = json.JSONEncoder(default=_json_default)
+
+
 def to_json(payload: Any) -> str:
     """JSON text as vumi writes it: ASCII only, datetimes in vumi's date format."""
-    return json.dumps(payload, default=_json_default)
+    return _ENCODER.encode(payload)
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -43,6 +43,13 @@ class _QuietSite(Site):
         pass
 
 
+def api_site(api: JunebugApi) -> Site:
+    """The HTTP site serving ``api``: quiet, with the speedups in place (same answers,
+    less CPU per request: api/speedups.py)."""
+    speedups.install()
+    return _QuietSite(api.resource())
+
+
 def _quote_interface(interface: str) -> str:
     return interface.replace(":", r"\:")
 
@@ -123,8 +130,7 @@ class JunebugService(MultiService):
         )
         self.monitor.start()
         api = JunebugApi(self.manager, self.backends, routers=self.routers)
-        speedups.install()  # same answers, less CPU per request (api/speedups.py)
-        site = _QuietSite(api.resource())
+        site = api_site(api)
         description = f"tcp:port={config.port}:interface={_quote_interface(config.interface)}"
         try:
             self.port = await serverFromString(self.reactor, description).listen(site)

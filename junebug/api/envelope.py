@@ -7,22 +7,23 @@ from typing import Any
 
 from junebug import messages
 
+#: HTTPStatus(status).phrase for every status it knows, looked up without the enum.
+_PHRASES = {status.value: status.phrase for status in HTTPStatus}
+
 
 def reason_phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _PHRASES.get(status, "Unknown")
 
 
 def respond(request: Any, status: int, description: str, result: Any = None) -> bytes:
     """Set status and JSON content type on ``request``; return the envelope's body."""
+    phrase = reason_phrase(status)
     # Twisted's table lacks some phrases (422 would read "Unknown Status").
-    request.setResponseCode(status, reason_phrase(status).encode("ascii"))
+    request.setResponseCode(status, phrase.encode("ascii"))
     request.setHeader(b"Content-Type", b"application/json")
     body = {
         "status": status,
-        "code": reason_phrase(status),
+        "code": phrase,
         "description": description,
         "result": {} if result is None else result,
     }
