@@ -10,8 +10,11 @@ of Junebug around it:
   ``h11`` protocol; the load comes from ``wrk`` (C, in its own process), so only the
   server's CPU is counted;
 - making a JSON POST (16 in flight, persistent connections): treq, junebug's
-  ``CallbackPoster``, and an ``h11`` protocol; the receiver is nginx when it is installed
-  (C), otherwise the h11 server in its own process;
+  ``CallbackPoster``, and an ``h11`` protocol; the receiver is nginx when it is
+  installed (C), otherwise the h11 server in its own process;
+- both again with ``httptools`` (C bindings to llhttp, the fastest HTTP parser Python
+  can use from Twisted), when it is installed (``pip install httptools``; not a project
+  dependency);
 - a Redis command through txredisapi (16 in flight) against 127.0.0.1:6379.
 
 From those it prints the ceiling they put on messages per second per core: 1 / (one
@@ -27,6 +30,7 @@ without wrk the server rows are skipped.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -53,8 +57,10 @@ EVENT_BODY = (
     b'"timestamp": "2026-11-27 00:00:00.000000", "channel_id": "bench", "event_details": {}}'
 )
 IN_FLIGHT = 16
-SERVERS = ("twisted.web", "klein", "h11")
-CLIENTS = ("treq", "junebug CallbackPoster", "h11")
+SERVERS = ("twisted.web", "klein", "h11", "httptools")
+CLIENTS = ("treq", "junebug CallbackPoster", "h11", "httptools")
+#: Rows that need a package the project does not depend on (skipped without it).
+OPTIONAL = {"httptools": "httptools"}
 
 
 # -- the roles, each run in a child process ------------------------------------------------
@@ -106,6 +112,30 @@ def serve(kind: str, port: int) -> None:
                         return
 
         factory = Factory.forProtocol(H11Server)
+    elif kind == "httptools":
+        import httptools
+        from twisted.internet.protocol import Factory, Protocol
+
+        class HttptoolsServer(Protocol):
+            def connectionMade(self) -> None:
+                self.parser = httptools.HttpRequestParser(self)
+                self.body: list[bytes] = []
+
+            def on_body(self, body: bytes) -> None:
+                self.body.append(body)
+
+            def on_message_complete(self) -> None:
+                out = answer(b"".join(self.body))
+                self.body = []
+                self.transport.write(
+                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(out), out)
+                )
+
+            def dataReceived(self, data: bytes) -> None:
+                self.parser.feed_data(data)
+
+        factory = Factory.forProtocol(HttptoolsServer)
     else:
         from twisted.web.server import Site
 
@@ -165,6 +195,8 @@ def post_many(kind: str, url: str, count: int) -> None:
             close = pool.closeCachedConnections
         elif kind == "h11":
             post, close = await h11_poster(reactor, url)
+        elif kind == "httptools":
+            post, close = await httptools_poster(reactor, url)
         else:
             from junebug.workers.http import CallbackPoster
 
@@ -243,6 +275,56 @@ async def h11_poster(reactor: Any, url: str) -> tuple[Any, Any]:
 
     endpoint = TCP4ClientEndpoint(reactor, parts.hostname, parts.port)
     idle = [await connectProtocol(endpoint, H11Client()) for _ in range(IN_FLIGHT)]
+
+    async def post() -> int:
+        connection = idle.pop()
+        try:
+            return await connection.post()
+        finally:
+            idle.append(connection)
+
+    async def close() -> None:
+        for connection in idle:
+            connection.transport.loseConnection()
+
+    return post, close
+
+
+async def httptools_poster(reactor: Any, url: str) -> tuple[Any, Any]:
+    """The same with httptools (C, llhttp) parsing the answers and the request written
+    by hand: what the fastest parser available to Twisted would cost."""
+    from urllib.parse import urlsplit
+
+    import httptools
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    parts = urlsplit(url)
+    request = (
+        b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s"
+        % ((parts.path or "/").encode(), parts.netloc.encode(), len(EVENT_BODY), EVENT_BODY)
+    )
+
+    class HttptoolsClient(Protocol):
+        def connectionMade(self) -> None:
+            self.transport.setTcpNoDelay(True)
+            self.parser = httptools.HttpResponseParser(self)
+
+        def post(self) -> Deferred:
+            self.waiting: Deferred = Deferred()
+            self.transport.write(request)
+            return self.waiting
+
+        def on_message_complete(self) -> None:
+            self.waiting.callback(self.parser.get_status_code())
+
+        def dataReceived(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+    endpoint = TCP4ClientEndpoint(reactor, parts.hostname, parts.port)
+    idle = [await connectProtocol(endpoint, HttptoolsClient()) for _ in range(IN_FLIGHT)]
 
     async def post() -> int:
         connection = idle.pop()
@@ -387,6 +469,15 @@ def main() -> None:
 
     samples: dict[str, list[dict[str, float]]] = {}
     have_wrk = shutil.which("wrk") is not None
+    missing = {k for k, module in OPTIONAL.items() if importlib.util.find_spec(module) is None}
+    for kind in sorted(missing):
+        print(
+            f"{OPTIONAL[kind]} is not installed (pip install {OPTIONAL[kind]}): "
+            f"its rows are skipped",
+            file=sys.stderr,
+        )
+    servers = [kind for kind in SERVERS if kind not in missing]
+    clients = [kind for kind in CLIENTS if kind not in missing]
     if not have_wrk:
         print("wrk is not installed (apt-get install wrk): server rows skipped", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="junebug-floors-") as workdir:
@@ -400,11 +491,11 @@ def main() -> None:
             for round_number in range(args.rounds):
                 print(f"round {round_number + 1} of {args.rounds}", file=sys.stderr, flush=True)
                 if have_wrk:
-                    for kind in SERVERS:
+                    for kind in servers:
                         samples.setdefault(f"server: {kind}", []).append(
                             measure_server(kind, args.seconds, str(lua))
                         )
-                for kind in CLIENTS:
+                for kind in clients:
                     samples.setdefault(f"client: {kind}", []).append(
                         measure_client(kind, receiver_url, args.n)
                     )
