@@ -60,7 +60,7 @@ IN_FLIGHT = 16
 SERVERS = ("twisted.web", "klein", "h11", "httptools")
 CLIENTS = ("treq", "junebug CallbackPoster", "h11", "httptools")
 #: Rows that need a package the project does not depend on (skipped without it).
-OPTIONAL = {"httptools": "httptools"}
+OPTIONAL = {"h11": "h11", "httptools": "httptools"}
 
 
 # -- the roles, each run in a child process ------------------------------------------------
@@ -428,8 +428,9 @@ def start_receiver(workdir: str) -> tuple[Any, str, str]:
         "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
     )
     if nginx is None:
-        process, port = start_server("h11")
-        return (lambda: stop(process)), f"http://{HOST}:{port}/events", "the h11 server"
+        kind = "h11" if importlib.util.find_spec("h11") is not None else "httptools"
+        process, port = start_server(kind)
+        return (lambda: stop(process)), f"http://{HOST}:{port}/events", f"the {kind} server"
     port = free_port()
     conf = Path(workdir, "nginx.conf")
     conf.write_text(

@@ -668,3 +668,178 @@ async def test_any_status_and_body_make_the_same_outcome(status, body, retry_aft
         assert outcome.error == f"answered {status}: " + body[:500].decode("utf-8", "replace")
     expected_wait = retry_after if status in (429, 503) and retry_after is not None else None
     assert outcome.retry_after == expected_wait
+
+
+# Parsing answers fed in pieces (on a StringTransport: how bytes arrive is chosen here).
+
+
+def _feed(pieces: list[bytes], *, close: bool = False, lose: bool = False) -> tuple[Any, Any]:
+    """Feeds ``pieces`` as the answer to one exchange on a new connection; answers the
+    exchange's result (None while it is pending) and the client."""
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.testing import StringTransport
+    from twisted.python.failure import Failure
+
+    client = HTTPClient(Clock())
+    target = Target.parse("http://example.com/")
+    exchange = http_client._Exchange(client, target, b"POST / HTTP/1.1\r\n\r\n", close)
+    connection = http_client._Connection()
+    connection.makeConnection(StringTransport())
+    connection.client, connection.key = client, target.key
+    exchange.use(connection, fresh=True)
+    results: list = []
+    exchange.result.addBoth(results.append)
+    for piece in pieces:
+        if connection.lost or connection.transport.disconnecting:
+            break
+        connection.dataReceived(piece)
+    if lose and not connection.lost:
+        connection.connectionLost(Failure(ConnectionDone()))
+    return (results[0] if results else None), client
+
+
+def _split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(cut, len(data)) for cut in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+
+
+def _chunked(body: bytes, sizes: list[int]) -> bytes:
+    out, rest = b"", body
+    for size in sizes:
+        if not rest:
+            break
+        piece, rest = rest[:size], rest[size:]
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+    if rest:
+        out += b"%X;ext=1\r\n%s\r\n" % (len(rest), rest)
+    return out + b"0\r\n\r\n"
+
+
+@settings(max_examples=200)
+@given(
+    body=st.binary(max_size=300),
+    sizes=st.lists(st.integers(1, 50), max_size=10),
+    cuts=st.lists(st.integers(0, 600), max_size=8),
+    interim=st.booleans(),
+)
+def test_a_chunked_answer_in_any_pieces_is_read_whole_and_reused(body, sizes, cuts, interim):
+    data = (b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b"") + (
+        b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\nX-A:  b \r\n\r\n"
+        + _chunked(body, sizes)
+    )
+    result, client = _feed(_split(data, cuts))
+    assert isinstance(result, http_client.Response)
+    assert (result.status, result.body, result.header(b"x-a")) == (202, body, b"b")
+    assert client.idle_connections() == 1
+
+
+@settings(max_examples=200)
+@given(body=st.binary(max_size=300), cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_an_answer_delimited_by_closing_in_any_pieces_is_read_whole(body, cuts):
+    data = b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n" + body
+    assert _feed(_split(data, cuts))[0] is None  # not over until the connection is
+    result, client = _feed(_split(data, cuts), lose=True)
+    assert isinstance(result, http_client.Response)
+    assert (result.status, result.body) == (200, body)
+    assert client.idle_connections() == 0
+
+
+@settings(max_examples=100)
+@given(body=st.binary(min_size=1, max_size=100), cut=st.integers(0, 200))
+def test_a_chunked_answer_cut_short_fails(body, cut):
+    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + _chunked(body, [7])
+    cut = min(cut, len(data) - 1)
+    result, client = _feed([data[:cut]], lose=True)
+    assert isinstance(result.value, http_client.ConnectionClosed)
+    assert "during the answer" in str(result.value)
+    assert client.idle_connections() == 0
+
+
+@pytest.mark.parametrize(
+    ("answer_bytes", "close"),
+    [
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", False),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),  # we said close
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\x00garbage", False),
+    ],
+)
+def test_answers_whose_connection_is_not_reused(answer_bytes, close):
+    result, client = _feed([answer_bytes], close=close)
+    assert (result.status, result.body) == (200, b"ok")
+    assert client.idle_connections() == 0
+
+
+def test_a_no_content_answer_needs_no_close_and_is_reused():
+    result, client = _feed([b"HTTP/1.1 204 No Content\r\n\r\n"])
+    assert (result.status, result.body) == (204, b"")
+    assert client.idle_connections() == 1
+
+
+@pytest.mark.parametrize(
+    "answer_bytes",
+    [
+        b"HTTP/1.1 abc OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: upgrade\r\n\r\n",
+    ],
+)
+def test_malformed_answers_fail_as_such(answer_bytes):
+    result, client = _feed([answer_bytes])
+    assert isinstance(result.value, http_client.BadResponse)
+    assert str(result.value).startswith("malformed answer: ")
+    assert client.idle_connections() == 0
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        (b"X-A", b"a\nb"),
+        (b"X-A", b"a\rb"),
+        (b"X-A", b"a\x00b"),
+        (b"X-A", b" a"),
+        (b"X-A", b"a "),
+        (b"X A", b"a"),
+        (b"X-A:", b"a"),
+        (b"", b"a"),
+        (b"Content-Length", b"1, 2"),
+        (b"Transfer-Encoding", b"gzip"),
+    ],
+)
+def test_headers_that_cannot_be_sent_are_named(header):
+    with pytest.raises(http_client.InvalidRequest) as raised:
+        HTTPClient(Clock()).post(Target.parse("http://h/"), b"", [header], timeout=1)
+    assert repr(header[0].decode())[:-1] in str(raised.value)
+    assert "has a character not allowed" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[(b"Host", b"other")], [(b"Content-Length", b"5")]],
+)
+def test_conflicting_headers_cannot_be_sent(headers):
+    with pytest.raises(http_client.InvalidRequest, match="headers cannot be sent"):
+        HTTPClient(Clock()).post(Target.parse("http://h/"), b"", headers, timeout=1)
+
+
+def test_the_request_bytes():
+    request, close = http_client._request(
+        b"/p?q",
+        [(b"Host", b"h"), (b"Content-Length", b"3"), ("X-Str", "v  w"), (b"content-length", b"3")],
+        b"abc",
+    )
+    assert (
+        request == b"POST /p?q HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nX-Str: v  w\r\n\r\nabc"
+    )
+    assert not close
+    request, close = http_client._request(
+        b"/",
+        [(b"Host", b"h"), (b"Transfer-Encoding", b"Chunked"), (b"Connection", b"x, Close")],
+        b"ab",
+    )
+    assert request.endswith(
+        b"Transfer-Encoding: chunked\r\nConnection: x, Close\r\n\r\n2\r\nab\r\n0\r\n\r\n"
+    )
+    assert close
