@@ -485,6 +485,11 @@ class OutboundScheduler:
         if self._taken_call is None:
             self._taken_call = self.clock.callLater(TAKEN_FLUSH_DELAY, self.flush_taken)
 
+    @property
+    def taken_pending(self) -> bool:
+        """Count-downs not yet written (or being written) to Redis."""
+        return bool(self._taken or self._taken_writes)
+
     def flush_taken(self) -> Deferred:
         """Count down in Redis, now, the messages that left the buffer (one command per
         priority); fires once every such write made so far has finished (a failure
@@ -632,7 +637,10 @@ async def queue_status(
             # What left the buffer is counted down before the counts are read.
             await scheduler.flush_taken()
         by_priority = await queues.counts(channel_id)
-        if waiting == 0 and buffered == 0 and any(by_priority.values()):
+        # A message that passed through the buffer while we waited (its count-down still
+        # pending) would be taken below zero by a reset: reset only when nothing moved.
+        quiet = scheduler is None or (scheduler.buffered == 0 and not scheduler.taken_pending)
+        if waiting == 0 and buffered == 0 and quiet and any(by_priority.values()):
             # Nothing is queued, whatever the counters say (a lost in-process queue,
             # a message counted twice): start them again from zero.
             await queues.reset_counts(channel_id)

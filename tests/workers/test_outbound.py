@@ -597,3 +597,36 @@ async def test_a_failed_count_down_is_logged_not_raised():
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert [e["error"] for e in events if "count down" in e.get("log_format", "")] == ["Redis away"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_status_read_does_not_reset_counts_a_pending_count_down_will_lower(setup: Setup):
+    """A message accepted, buffered and sent while the status read waits on Redis has its
+    count-down still pending: resetting then would leave its priority at -1 for good."""
+    from junebug.workers.outbound import OutboundScheduler, _Entry
+
+    channel = setup.new_channel()
+    clock = task.Clock()
+    real = setup.queues
+
+    class RaceInCounts(QueueStore):
+        async def counts(self, channel_id: str) -> dict[str, int]:
+            seen = await real.counts(channel_id)
+            # Meanwhile the message went through the buffer and out: count-down pending.
+            scheduler._count_taken(_Entry(message))
+            return seen
+
+    queues = RaceInCounts(real.redis, real.keys)
+    scheduler = OutboundScheduler(
+        channel, send=None, reject=None, bus=None, clock=clock, queues=queues
+    )
+    seq = await real.accept(channel, 2)
+    message = messages.user_message(to_addr="a", from_addr=None, transport_name=channel)
+    message[QUEUE_FIELD] = {"priority": 2, "seq": seq, "expires_at": None}
+
+    status = await queue_status(
+        LocalBus(clock), channel, scheduler=scheduler, queues=queues, clock=clock
+    )
+    assert status["by_priority"]["2"] == 1  # as read; not reset under the pending count-down
+    await within(scheduler.flush_taken())
+    assert await real.redis.hget(*real.slot(channel, 2)) == "0"  # not -1
