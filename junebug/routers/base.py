@@ -23,14 +23,13 @@ from typing import Any, ClassVar
 
 import attrs
 from jsonschema import Draft202012Validator
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 
 from junebug import messages
 from junebug.api.errors import JunebugError
 from junebug.bus.base import event_key, inbound_key, outbound_key
 from junebug.store.queues import QueueStore
 from junebug.store.rates import RATE_FIELDS
-from junebug.store.redis import together
 from junebug.workers.forwarder import Destination, MessageForwarder
 from junebug.workers.outbound import enqueue, priority_value
 
@@ -348,19 +347,33 @@ class Router:
         ]
         # Both records, the queue's number and both rates in one round trip's wait, all
         # before the publish (so no event can arrive before its records).
-        _, seq = await together(
-            Deferred.fromCoroutine(
-                b.messages.store_outbound(destination.id, record, count=counts[0])
-            ),
-            Deferred.fromCoroutine(
-                b.messages.store_outbound(
-                    channel_id,
-                    on_channel,
-                    count=counts[1],
-                    accept=queues.slot(channel_id, priority),
-                )
-            ),
+        stored = await DeferredList(
+            [
+                Deferred.fromCoroutine(
+                    b.messages.store_outbound(destination.id, record, count=counts[0])
+                ),
+                Deferred.fromCoroutine(
+                    b.messages.store_outbound(
+                        channel_id,
+                        on_channel,
+                        count=counts[1],
+                        accept=queues.slot(channel_id, priority),
+                    )
+                ),
+            ],
+            consumeErrors=True,
         )
+        failures = [result for ok, result in stored if not ok]
+        if failures:
+            # Take back what the write that did succeed counted (the message is not sent).
+            if stored[0][0]:
+                await _take_back(b.rates, [counts[0]])
+            if stored[1][0]:
+                with contextlib.suppress(Exception):
+                    await queues.taken(channel_id, priority)
+                await _take_back(b.rates, [counts[1]])
+            failures[0].raiseException()
+        seq = stored[1][1]
         self.destination_log(destination.id).info(
             f"Sending to {message.get('to_addr')} through channel {channel_id}",
             message_id=message.get("message_id"),
@@ -378,10 +391,15 @@ class Router:
             )
         except Exception:
             # enqueue took the queue's count back; a message not sent is not counted.
-            for count in counts:
-                with contextlib.suppress(Exception):
-                    await b.rates.take_back(count)
+            await _take_back(b.rates, counts)
             raise
+
+
+async def _take_back(rates: Any, counts: list[tuple[str, int]]) -> None:
+    """Undo rate counts (best effort: the caller is already failing)."""
+    for count in counts:
+        with contextlib.suppress(Exception):
+            await rates.take_back(count)
 
 
 async def summed_rates(rates: Any, owners: list[str]) -> dict[str, float]:

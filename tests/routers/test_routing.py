@@ -8,6 +8,8 @@ from typing import Any
 import pytest_twisted
 
 from junebug.logs import read_logs
+from junebug.store.queues import QueueStore
+from junebug.workers.outbound import DEFAULT_PRIORITY
 from tests.helpers import TelnetUser, within
 from tests.routers.support import (
     dial,
@@ -346,4 +348,39 @@ async def test_a_destination_send_stores_both_records_and_counts_both_rates(
         [bucket] = await b.redis.keys(b.keys(owner, "outbound", "*"))
         assert await b.redis.get(bucket) == "1"
         assert 0 < await b.redis.ttl(bucket) <= 2 * b.rates.window
+    await user.hang_up()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_send_whose_destination_write_fails_takes_back_the_channels_counts(
+    rapi, receiver, gateway
+):
+    channel_id, port = await routed_channel(rapi, subcode(1))
+    router_id = await make_router(rapi, channel_id)
+    destination_id = await make_destination(
+        rapi, router_id, {"regular_expression": "."}, mo_url=receiver.url("/mo")
+    )
+    user = await TelnetUser().connect(port)
+    await receiver.next()
+    b = gateway.backends
+    # The destination's rate bucket is not a counter: its write fails (WRONGTYPE), while
+    # the channel's record, queue number and rate are written in the same round trip.
+    key, _ = b.rates.bucket(destination_id, "outbound")
+    bucket = int(key.rsplit(":", 1)[1])
+    broken = [b.keys(destination_id, "outbound", str(bucket + n)) for n in range(3)]
+    for name in broken:
+        await b.redis.hset(name, "not", "a counter")
+    queue_key, field = QueueStore(b.redis, b.keys).slot(channel_id, DEFAULT_PRIORITY)
+    before = int(await b.redis.hget(queue_key, field) or 0)
+    try:
+        code, body = await rapi.post(
+            f"/routers/{router_id}/destinations/{destination_id}/messages/",
+            {"to": user.address, "content": "never sent"},
+        )
+    finally:
+        await b.redis.delete(broken)
+    assert (code, body["description"]) == (500, "generic error"), body
+    assert int(await b.redis.hget(queue_key, field) or 0) == before
+    for name in await b.redis.keys(b.keys(channel_id, "outbound", "*")):
+        assert await b.redis.get(name) in (None, "0")
     await user.hang_up()
