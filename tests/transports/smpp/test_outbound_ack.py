@@ -7,99 +7,15 @@ check when the call fires (or fails with ``RetryLater``) against what the SMSC s
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionLost
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from junebug import messages
-from junebug.bus.base import event_key
-from junebug.bus.local import LocalBus
-from junebug.logs import ChannelLog
-from junebug.transports.base import RetryLater, TransportContext
-from junebug.transports.smpp import pdu as smpp
+from junebug.transports.base import RetryLater
 from junebug.transports.smpp.constants import CommandStatus
-from junebug.transports.smpp.transport import SmppChannel, _EsmeFactory
+from tests.transports.smpp.wire import Wire
 
 CHANNEL = "smppunit"
-
-
-class AbortableTransport(StringTransport):
-    def __init__(self, protocol: Any) -> None:
-        super().__init__()
-        self.protocol = protocol
-
-    def abortConnection(self) -> None:
-        self.loseConnection()
-
-    def loseConnection(self) -> None:
-        if not self.disconnecting:
-            super().loseConnection()
-            self.protocol.connectionLost(Failure(ConnectionLost("closed")))
-
-
-class Wire:
-    """An SmppChannel whose connections are StringTransports the test plays the SMSC on."""
-
-    def __init__(self, tmp_path: Any, **config: Any) -> None:
-        self.clock = Clock()
-        self.bus = LocalBus(self.clock)
-        self.log = ChannelLog(CHANNEL, str(tmp_path))
-        context = TransportContext(
-            channel_id=CHANNEL, bus=self.bus, clock=self.clock, log=self.log, reactor=self.clock
-        )
-        self.channel = SmppChannel(
-            context,
-            {
-                "twisted_endpoint": "tcp:host=127.0.0.1:port=1",
-                "system_id": "esme",
-                "password": "secret",
-                "window_size": 2,
-                **config,
-            },
-        )
-        self.transport: AbortableTransport | None = None
-
-    def connect(self) -> None:
-        protocol = _EsmeFactory(self.channel).buildProtocol(None)
-        self.transport = AbortableTransport(protocol)
-        protocol.makeConnection(self.transport)
-        (bind,) = self.written()
-        self.receive(smpp.make_response(bind, system_id="smsc"))
-
-    def written(self) -> list[smpp.PDU]:
-        data = self.transport.value()
-        self.transport.clear()
-        return [smpp.decode(frame) for frame in smpp.PDUFramer().feed(data)]
-
-    def submits(self) -> list[smpp.PDU]:
-        return [p for p in self.written() if p.command == "submit_sm"]
-
-    def receive(self, pdu: smpp.PDU) -> None:
-        self.channel.protocol.dataReceived(smpp.encode(pdu))
-
-    def answer(self, submit: smpp.PDU, status: int = CommandStatus.ESME_ROK) -> None:
-        self.receive(smpp.make_response(submit, status, message_id=f"id-{submit.sequence_number}"))
-
-    def drop(self) -> None:
-        self.transport.loseConnection()
-
-    def send(self, text: str) -> tuple[dict, Deferred]:
-        message = messages.user_message(
-            to_addr="27820000001", from_addr="12345", transport_name=CHANNEL, content=text
-        )
-        return message, Deferred.fromCoroutine(self.channel.handle_outbound(message))
-
-    def events(self) -> list[dict]:
-        queue = self.bus.queues.get(event_key(CHANNEL))
-        found = []
-        while queue is not None and len(queue):
-            found.append(messages.decode(queue.pop()[0]))
-        return found
 
 
 @pytest.fixture

@@ -13,21 +13,13 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionLost
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
 
-from junebug import messages
-from junebug.bus.base import event_key
 from junebug.bus.local import LocalBus
-from junebug.logs import ChannelLog
-from junebug.transports.base import TransportContext
 from junebug.transports.smpp import pdu as smpp
 from junebug.transports.smpp import protocol as smpp_protocol
 from junebug.transports.smpp.constants import CommandStatus
 from junebug.transports.smpp.ids import MessageIdStore
-from junebug.transports.smpp.transport import SmppChannel, _EsmeFactory
+from tests.transports.smpp.wire import Wire
 
 CHANNEL = "smppids"
 ID_TTL = 5000
@@ -69,50 +61,25 @@ class GatedBus(LocalBus):
         return published
 
 
-class AbortableTransport(StringTransport):
-    def __init__(self, protocol: Any) -> None:
-        super().__init__()
-        self.protocol = protocol
+class RedisWire(Wire):
+    """A Wire whose channel keeps its ids in the real Redis, counting the commands it sends,
+    and which keeps every Deferred of work the channel starts in the background."""
 
-    def abortConnection(self) -> None:
-        self.loseConnection()
-
-    def loseConnection(self) -> None:
-        if not self.disconnecting:
-            super().loseConnection()
-            self.protocol.connectionLost(Failure(ConnectionLost("closed")))
-
-
-class RedisWire:
-    """An SmppChannel on a StringTransport (the test plays the SMSC) and the real Redis."""
+    bus_type = GatedBus
 
     def __init__(self, tmp_path: Any, redis: Any, key_prefix: str, **config: Any) -> None:
-        self.clock = Clock()
-        self.bus = GatedBus(self.clock)
-        self.log = ChannelLog(CHANNEL, str(tmp_path))
         self.redis = CountingRedis(redis)
         self.prefix = f"{key_prefix}:{CHANNEL}:smpp:"
-        context = TransportContext(
-            channel_id=CHANNEL,
-            bus=self.bus,
-            clock=self.clock,
-            log=self.log,
-            reactor=self.clock,
+        super().__init__(
+            tmp_path,
+            CHANNEL,
             redis=self.redis,
             redis_prefix=f"{key_prefix}:",
-        )
-        self.channel = SmppChannel(
-            context,
-            {
-                "twisted_endpoint": "tcp:host=127.0.0.1:port=1",
-                "system_id": "esme",
-                "password": "secret",
-                "window_size": 4,
-                "third_party_id_expiry": ID_TTL,
-                "final_dr_third_party_id_expiry": FINAL_TTL,
-                "completed_multipart_info_expiry": PARTS_TTL,
-                **config,
-            },
+            window_size=4,
+            third_party_id_expiry=ID_TTL,
+            final_dr_third_party_id_expiry=FINAL_TTL,
+            completed_multipart_info_expiry=PARTS_TTL,
+            **config,
         )
         #: Every Deferred of work the channel started in the background.
         self.tasks: list[Deferred] = []
@@ -135,31 +102,6 @@ class RedisWire:
             return task
 
         self.channel.smpp_deliver = delivering
-        self.transport: AbortableTransport | None = None
-
-    def connect(self) -> None:
-        protocol = _EsmeFactory(self.channel).buildProtocol(None)
-        self.transport = AbortableTransport(protocol)
-        protocol.makeConnection(self.transport)
-        (bind,) = self.written()
-        self.receive(smpp.make_response(bind, system_id="smsc"))
-
-    def raw(self) -> bytes:
-        data = self.transport.value()
-        self.transport.clear()
-        return data
-
-    def written(self) -> list[smpp.PDU]:
-        return [smpp.decode(frame) for frame in smpp.PDUFramer().feed(self.raw())]
-
-    def receive(self, pdu: smpp.PDU) -> None:
-        self.channel.protocol.dataReceived(smpp.encode(pdu))
-
-    def send(self, text: str, to_addr: str = "27820000001", **fields: Any) -> tuple[dict, Any]:
-        message = messages.user_message(
-            to_addr=to_addr, from_addr="12345", transport_name=CHANNEL, content=text, **fields
-        )
-        return message, Deferred.fromCoroutine(self.channel.handle_outbound(message))
 
     def receipt(self, smsc_id: str, state: str = "DELIVRD") -> smpp.PDU:
         text = (
@@ -181,13 +123,6 @@ class RedisWire:
             tasks, self.tasks = self.tasks, []
             for task in tasks:
                 await task
-
-    def events(self) -> list[dict]:
-        queue = self.bus.queues.get(event_key(CHANNEL))
-        found = []
-        while queue is not None and len(queue):
-            found.append(messages.decode(queue.pop()[0]))
-        return found
 
 
 @pytest.fixture
@@ -526,25 +461,9 @@ async def test_submit_sm_is_encoded_once_and_written_as_before(
 
 def test_default_submit_sm_bytes(tmp_path):
     """The bytes of a plain submit_sm, spelled out (not computed by the code under test)."""
-    clock = Clock()
-    log = ChannelLog(CHANNEL, str(tmp_path))
-    context = TransportContext(
-        channel_id=CHANNEL, bus=LocalBus(clock), clock=clock, log=log, reactor=clock
-    )
-    channel = SmppChannel(
-        context,
-        {"twisted_endpoint": "tcp:host=127.0.0.1:port=1", "system_id": "e", "password": "p"},
-    )
-    protocol = _EsmeFactory(channel).buildProtocol(None)
-    transport = AbortableTransport(protocol)
-    protocol.makeConnection(transport)
-    (bind,) = [smpp.decode(f) for f in smpp.PDUFramer().feed(transport.value())]
-    transport.clear()
-    protocol.dataReceived(smpp.encode(smpp.make_response(bind, system_id="smsc")))
-    message = messages.user_message(
-        to_addr="27820000001", from_addr="12345", transport_name=CHANNEL, content="hi"
-    )
-    Deferred.fromCoroutine(channel.handle_outbound(message))
+    wire = Wire(tmp_path, CHANNEL)
+    wire.connect()
+    wire.send("hi")
     body = (
         b"\x00"  # service_type
         + b"\x00\x00"  # source_addr_ton, source_addr_npi
@@ -558,8 +477,8 @@ def test_default_submit_sm_bytes(tmp_path):
         + b"\x02hi"
     )
     header = (16 + len(body)).to_bytes(4, "big") + bytes.fromhex("00000004 00000000 00000002")
-    assert transport.value() == header + body
-    log.close()
+    assert wire.raw() == header + body
+    wire.log.close()
 
 
 # -- wire logging ------------------------------------------------------------------------------
