@@ -227,13 +227,34 @@ def post_many(kind: str, url: str, count: int) -> None:
     task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
 
 
+async def pooled(reactor: Any, parts: Any, client: Any) -> tuple[Any, Any]:
+    """IN_FLIGHT connections of ``client`` (a protocol with ``post()``) to ``parts``'s
+    host, handed out in turn: (post, close)."""
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    endpoint = TCP4ClientEndpoint(reactor, parts.hostname, parts.port)
+    idle = [await connectProtocol(endpoint, client()) for _ in range(IN_FLIGHT)]
+
+    async def post() -> int:
+        connection = idle.pop()
+        try:
+            return await connection.post()
+        finally:
+            idle.append(connection)
+
+    async def close() -> None:
+        for connection in idle:
+            connection.transport.loseConnection()
+
+    return post, close
+
+
 async def h11_poster(reactor: Any, url: str) -> tuple[Any, Any]:
     """A minimal h11 client: IN_FLIGHT persistent connections handed out in turn."""
     from urllib.parse import urlsplit
 
     import h11
     from twisted.internet.defer import Deferred
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
     from twisted.internet.protocol import Protocol
 
     parts = urlsplit(url)
@@ -273,21 +294,7 @@ async def h11_poster(reactor: Any, url: str) -> tuple[Any, Any]:
                     self.waiting.callback(self.status)
                     return
 
-    endpoint = TCP4ClientEndpoint(reactor, parts.hostname, parts.port)
-    idle = [await connectProtocol(endpoint, H11Client()) for _ in range(IN_FLIGHT)]
-
-    async def post() -> int:
-        connection = idle.pop()
-        try:
-            return await connection.post()
-        finally:
-            idle.append(connection)
-
-    async def close() -> None:
-        for connection in idle:
-            connection.transport.loseConnection()
-
-    return post, close
+    return await pooled(reactor, parts, H11Client)
 
 
 async def httptools_poster(reactor: Any, url: str) -> tuple[Any, Any]:
@@ -297,7 +304,6 @@ async def httptools_poster(reactor: Any, url: str) -> tuple[Any, Any]:
 
     import httptools
     from twisted.internet.defer import Deferred
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
     from twisted.internet.protocol import Protocol
 
     parts = urlsplit(url)
@@ -323,21 +329,7 @@ async def httptools_poster(reactor: Any, url: str) -> tuple[Any, Any]:
         def dataReceived(self, data: bytes) -> None:
             self.parser.feed_data(data)
 
-    endpoint = TCP4ClientEndpoint(reactor, parts.hostname, parts.port)
-    idle = [await connectProtocol(endpoint, HttptoolsClient()) for _ in range(IN_FLIGHT)]
-
-    async def post() -> int:
-        connection = idle.pop()
-        try:
-            return await connection.post()
-        finally:
-            idle.append(connection)
-
-    async def close() -> None:
-        for connection in idle:
-            connection.transport.loseConnection()
-
-    return post, close
+    return await pooled(reactor, parts, HttptoolsClient)
 
 
 def redis_commands(count: int) -> None:
