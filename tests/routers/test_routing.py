@@ -35,6 +35,19 @@ def paths(receiver: Any) -> list[str]:
     return [request.path for request in receiver.received]
 
 
+async def one_destination(rapi: Any, receiver: Any) -> tuple[str, str, str, TelnetUser]:
+    """A routed channel, its router and one destination taking everything, and a telnet
+    user dialled in (the session's first message to the destination already taken)."""
+    channel_id, port = await routed_channel(rapi, subcode(1))
+    router_id = await make_router(rapi, channel_id)
+    destination_id = await make_destination(
+        rapi, router_id, {"regular_expression": "."}, mo_url=receiver.url("/mo")
+    )
+    user = await TelnetUser().connect(port)
+    await receiver.next()
+    return channel_id, router_id, destination_id, user
+
+
 @pytest_twisted.ensureDeferred
 async def test_each_subcode_reaches_its_destination_and_the_rest_the_default(rapi, receiver):
     channel_id, port = await routed_channel(rapi, subcode(1))
@@ -231,13 +244,7 @@ async def test_destination_delivery_options(rapi, receiver, config):
 
 @pytest_twisted.ensureDeferred
 async def test_rates_are_counted_per_destination_and_summed_for_the_router(rapi, receiver, gateway):
-    channel_id, port = await routed_channel(rapi, subcode(1))
-    router_id = await make_router(rapi, channel_id)
-    destination_id = await make_destination(
-        rapi, router_id, {"regular_expression": "."}, mo_url=receiver.url("/mo")
-    )
-    user = await TelnetUser().connect(port)
-    await receiver.next()
+    channel_id, router_id, destination_id, user = await one_destination(rapi, receiver)
     b = gateway.backends
     pattern = b.keys(destination_id, "inbound", "*")
     for _ in range(50):  # the forwarder counts just after its POST is answered
@@ -320,15 +327,9 @@ async def test_a_new_router_type_is_one_small_module(rapi, receiver):
 async def test_a_destination_send_stores_both_records_and_counts_both_rates(
     rapi, receiver, gateway
 ):
-    channel_id, port = await routed_channel(rapi, subcode(1))
-    router_id = await make_router(rapi, channel_id)
-    destination_id = await make_destination(
-        rapi, router_id, {"regular_expression": "."}, mo_url=receiver.url("/mo")
-    )
-    user = await TelnetUser().connect(port)
-    await receiver.next()
+    channel_id, router_id, destination_id, user = await one_destination(rapi, receiver)
     b = gateway.backends
-    queue_key = b.keys(channel_id, "outbound_queue")
+    queue_key, _ = QueueStore(b.redis, b.keys).slot(channel_id, DEFAULT_PRIORITY)
     seq_before = int(await b.redis.hget(queue_key, "seq") or 0)
     code, body = await rapi.post(
         f"/routers/{router_id}/destinations/{destination_id}/messages/",
@@ -355,13 +356,7 @@ async def test_a_destination_send_stores_both_records_and_counts_both_rates(
 async def test_a_send_whose_destination_write_fails_takes_back_the_channels_counts(
     rapi, receiver, gateway
 ):
-    channel_id, port = await routed_channel(rapi, subcode(1))
-    router_id = await make_router(rapi, channel_id)
-    destination_id = await make_destination(
-        rapi, router_id, {"regular_expression": "."}, mo_url=receiver.url("/mo")
-    )
-    user = await TelnetUser().connect(port)
-    await receiver.next()
+    channel_id, router_id, destination_id, user = await one_destination(rapi, receiver)
     b = gateway.backends
     # The destination's rate bucket is not a counter: its write fails (WRONGTYPE), while
     # the channel's record, queue number and rate are written in the same round trip.
