@@ -213,8 +213,7 @@ async def send(
     except Exception as exc:
         # enqueue took the queue's count back. The rate's is best effort: the answer
         # stays the publish's failure, as when the rate was counted after the publish.
-        with contextlib.suppress(Exception):
-            await backends.rates.take_back(count)
+        await backends.rates.take_back_quietly(count)
         if isinstance(exc, BusUnavailable):
             raise AmqpConnectionError(f"Message not sent, message bus unavailable: {exc}") from exc
         raise

@@ -367,11 +367,11 @@ class Router:
         if failures:
             # Take back what the write that did succeed counted (the message is not sent).
             if stored[0][0]:
-                await _take_back(b.rates, [counts[0]])
+                await b.rates.take_back_quietly(counts[0])
             if stored[1][0]:
                 with contextlib.suppress(Exception):
                     await queues.taken(channel_id, priority)
-                await _take_back(b.rates, [counts[1]])
+                await b.rates.take_back_quietly(counts[1])
             failures[0].raiseException()
         seq = stored[1][1]
         self.destination_log(destination.id).info(
@@ -391,15 +391,8 @@ class Router:
             )
         except Exception:
             # enqueue took the queue's count back; a message not sent is not counted.
-            await _take_back(b.rates, counts)
+            await b.rates.take_back_quietly(*counts)
             raise
-
-
-async def _take_back(rates: Any, counts: list[tuple[str, int]]) -> None:
-    """Undo rate counts (best effort: the caller is already failing)."""
-    for count in counts:
-        with contextlib.suppress(Exception):
-            await rates.take_back(count)
 
 
 async def summed_rates(rates: Any, owners: list[str]) -> dict[str, float]:

@@ -7,6 +7,7 @@ count divided by the window: messages per second over the last whole window.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -58,6 +59,13 @@ class RateCounter:
         counted before it was sent that then was not. A bucket that has expired
         meanwhile is left alone (DECR would make it again, at -1 and without a TTL)."""
         await self.redis.eval(_TAKE_BACK, [count[0]], [])
+
+    async def take_back_quietly(self, *counts: tuple[str, int]) -> None:
+        """``take_back`` each of ``counts``, ignoring failures: for a caller that is
+        already failing (its own error is the one to report)."""
+        for count in counts:
+            with contextlib.suppress(Exception):
+                await self.take_back(count)
 
     async def rate(self, owner: str, label: str) -> float:
         raw = await self.redis.get(self.keys(owner, label, str(self._bucket() - 1)))

@@ -294,3 +294,17 @@ async def test_a_count_taken_back_keeps_its_ttl_and_never_makes_a_bucket(redis, 
     await redis.delete(count[0])  # expired meanwhile
     await rates.take_back(count)
     assert await redis.exists(count[0]) in (0, False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_counts_taken_back_quietly_go_on_past_one_that_fails(redis, keys):
+    clock = Clock()
+    rates = RateCounter(redis, keys, window=10, clock=clock)
+    broken, good = rates.bucket("a", "outbound"), rates.bucket("b", "outbound")
+    await redis.hset(broken[0], "not", "a counter")  # its DECR fails (WRONGTYPE)
+    await rates.increment("b", "outbound")
+    try:
+        await rates.take_back_quietly(broken, good)  # does not raise
+        assert await redis.get(good[0]) == "0"
+    finally:
+        await redis.delete(broken[0])
