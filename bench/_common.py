@@ -82,6 +82,7 @@ class CpuMeter:
     def __init__(self, *processes: psutil.Process) -> None:
         self.processes = [p for p in processes if p is not None]
         self.started: list[float] = []
+        self.started_system: list[float] = []
 
     @staticmethod
     def _cpu(process: psutil.Process) -> float:
@@ -91,12 +92,26 @@ class CpuMeter:
             return 0.0
         return times.user + times.system
 
+    @staticmethod
+    def _system(process: psutil.Process) -> float:
+        try:
+            return process.cpu_times().system
+        except psutil.Error:
+            return 0.0
+
     def start(self) -> CpuMeter:
         self.started = [self._cpu(p) for p in self.processes]
+        self.started_system = [self._system(p) for p in self.processes]
         return self
 
     def stop(self) -> list[float]:
         return [self._cpu(p) - s for p, s in zip(self.processes, self.started, strict=True)]
+
+    def system(self) -> list[float]:
+        """Of the CPU seconds since start(), those spent in the kernel (socket I/O, mostly)."""
+        return [
+            self._system(p) - s for p, s in zip(self.processes, self.started_system, strict=True)
+        ]
 
 
 # -- the machine ------------------------------------------------------------------------

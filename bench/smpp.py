@@ -411,6 +411,7 @@ class Bench:
         complete = await wait_until(lambda: ids <= self.events.complete, args.timeout)
         finished = self.events.last_complete if complete else now()
         used = meter.stop()
+        in_kernel = meter.system()
         if sampler is not None:
             spy_messages = sampler.stop()
             self.results["py_spy"] = spy_messages.splitlines()[-3:]
@@ -433,6 +434,7 @@ class Bench:
         for name, cpu in zip(("jb", "smsc", "bench"), used, strict=False):
             r[f"{name}_cpu_ms_per_msg"] = 1000 * cpu / max(1, len(ids))
             r[f"{name}_cpu_pct"] = 100 * cpu / seconds
+        r["jb_kernel_ms_per_msg"] = 1000 * in_kernel[0] / max(1, len(ids))
         if len(used) > 3:
             r["redis_cpu_ms_per_msg"] = 1000 * sum(used[3:]) / max(1, len(ids))
         submits = await self.smsc.submits(include_rejected=True)
@@ -522,6 +524,7 @@ async def run(args: argparse.Namespace) -> int:
         ("smsc_submits_refused", "submit_sm refused (throttled)", "{:d}"),
         ("smsc_resends", "submit_sm sent again (after the drop)", "{:d}"),
         ("jb_cpu_ms_per_msg", "jb CPU per message (ms)", "{:.2f}"),
+        ("jb_kernel_ms_per_msg", "  of which in the kernel (ms)", "{:.2f}"),
         ("redis_cpu_ms_per_msg", "embedded redis-server CPU per message (ms)", "{:.2f}"),
         ("smsc_cpu_ms_per_msg", "jb-smsc CPU per message (ms)", "{:.2f}"),
         ("bench_cpu_ms_per_msg", "load generator CPU per message (ms)", "{:.2f}"),

@@ -9,6 +9,7 @@ reply however TCP cuts it up.
 
 from __future__ import annotations
 
+import pytest
 import pytest_twisted
 import txredisapi
 from hypothesis import given
@@ -136,3 +137,58 @@ def test_hiredis_is_what_txredisapi_uses():
     # If this fails, hiredis is missing or txredisapi stopped picking it up on its own.
     assert txredisapi.RedisProtocol is txredisapi.HiredisProtocol
     assert redis_store.txredisapi is txredisapi
+
+
+_arguments = st.lists(
+    st.binary(max_size=40)
+    | st.text(max_size=40)  # lone surrogates included: those fail to encode
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.booleans()
+    | st.none()
+    | st.binary(max_size=10).map(bytearray),
+    max_size=12,
+)
+
+
+def _built(protocol_class, args):
+    try:
+        return protocol_class(**_OPTIONS)._build_command(*args)
+    except Exception as exc:  # the same failure is part of the same behaviour
+        return type(exc)
+
+
+@given(args=_arguments)
+def test_commands_are_built_as_txredisapi_builds_them(args):
+    assert _built(redis_store.RedisProtocol, args) == _built(txredisapi.BaseRedisProtocol, args)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connections_build_commands_our_way(redis, key_prefix):
+    connection = await redis._connection._factory.getConnection(peek=True)
+    assert type(connection) is redis_store.RedisProtocol
+    key = f"{key_prefix}:k"
+    assert await redis.eval(
+        "return {ARGV[1], ARGV[2], ARGV[3]}", [key], ["\u00e9", b"\xff", 7]
+    ) == [
+        "\u00e9",
+        b"\xff",
+        "7",
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_go_straight_to_the_connection_once_it_is_up(redis, key_prefix, monkeypatch):
+    factory = redis._connection._factory
+
+    def no_lookup(peek=False):
+        raise AssertionError("looked the connection up through txredisapi's handler")
+
+    monkeypatch.setattr(factory, "getConnection", no_lookup)
+    key = f"{key_prefix}:direct"
+    await redis.set(key, "1")
+    assert await redis.get(key) == "1"
+    # A command that cannot be encoded fails as a Deferred, as through the handler.
+    failed = redis.set(key, "\ud800")
+    with pytest.raises(txredisapi.InvalidData):
+        await failed
