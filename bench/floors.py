@@ -15,7 +15,10 @@ of Junebug around it:
 - both again with ``httptools`` (C bindings to llhttp, the fastest HTTP parser Python
   can use from Twisted), when it is installed (``pip install httptools``; not a project
   dependency);
-- a Redis command through txredisapi (16 in flight) against 127.0.0.1:6379.
+- a Redis command (16 in flight) against 127.0.0.1:6379 through txredisapi with its own
+  (Python) reply parser, through txredisapi with hiredis's, and through junebug's
+  connection (``store.redis.connect``: hiredis, commands built in one join, sent
+  straight to the connection).
 
 From those it prints the ceiling they put on messages per second per core: 1 / (one
 answered + two made exchanges), before any Redis, SMPP, bus or JSON work.
@@ -332,13 +335,24 @@ async def httptools_poster(reactor: Any, url: str) -> tuple[Any, Any]:
     return await pooled(reactor, parts, HttptoolsClient)
 
 
-def redis_commands(count: int) -> None:
-    """SET through txredisapi, IN_FLIGHT at a time; print CPU µs per command as JSON."""
+#: The Redis rows: how each connects.
+REDIS_KINDS = ("txredisapi", "txredisapi+hiredis", "junebug")
+
+
+def redis_commands(kind: str, count: int) -> None:
+    """SET through ``kind``, IN_FLIGHT at a time; print CPU µs per command as JSON."""
     import txredisapi
     from twisted.internet import defer, task
 
+    from junebug.store import redis as redis_store
+
     async def run(reactor: Any) -> None:
-        redis = await txredisapi.Connection("127.0.0.1", 6379, reconnect=False)
+        if kind == "junebug":
+            redis = await redis_store.connect("127.0.0.1", 6379)
+        else:
+            if kind == "txredisapi":
+                txredisapi.RedisFactory.protocol = txredisapi.BaseRedisProtocol
+            redis = await txredisapi.Connection("127.0.0.1", 6379, reconnect=False)
         key = f"junebug-bench-floors:{os.getpid()}"
 
         async def worker(n: int) -> None:
@@ -457,7 +471,7 @@ def main() -> None:
         elif role == "post":
             post_many(rest[0], rest[1], int(rest[2]))
         elif role == "redis":
-            redis_commands(int(rest[0]))
+            redis_commands(rest[0], int(rest[1]))
         return
 
     samples: dict[str, list[dict[str, float]]] = {}
@@ -492,12 +506,16 @@ def main() -> None:
                     samples.setdefault(f"client: {kind}", []).append(
                         measure_client(kind, receiver_url, args.n)
                     )
-                result = subprocess.run(
-                    child("redis", str(args.n)), check=True, capture_output=True, text=True
-                )
-                samples.setdefault("redis: txredisapi SET", []).append(
-                    json.loads(result.stdout.splitlines()[-1])
-                )
+                for kind in REDIS_KINDS:
+                    result = subprocess.run(
+                        child("redis", kind, str(args.n)),
+                        check=True,
+                        capture_output=True,
+                        text=True,
+                    )
+                    samples.setdefault(f"redis: {kind} SET", []).append(
+                        json.loads(result.stdout.splitlines()[-1])
+                    )
         finally:
             stop_receiver()
 

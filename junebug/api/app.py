@@ -13,6 +13,7 @@ from werkzeug.routing import Map, MapAdapter
 
 from junebug.api import channels, deadletters, health, messages, openapi, queue
 from junebug.api import routers as router_routes
+from junebug.api.direct import DirectResource, ErrorHandler
 from junebug.api.envelope import respond
 from junebug.api.errors import JunebugError, StoreUnavailable
 from junebug.api.operations import Operation
@@ -131,10 +132,15 @@ class JunebugApi:
         for module in (channels, messages, queue, deadletters, router_routes, health):
             module.register(self)
         self.app.route("/openapi.json", methods=["GET"])(self._openapi)
-        self.app.handle_errors(JunebugError)(self._junebug_error)
-        self.app.handle_errors(HTTPException)(self._http_error)
-        self.app.handle_errors(txredisapi.ConnectionError)(self._store_unavailable)
-        self.app.handle_errors(Exception)(self._unexpected_error)
+        #: In Klein's order: the first whose types match a failure answers it.
+        self.error_handlers: list[ErrorHandler] = [
+            ((JunebugError,), self._junebug_error),
+            ((HTTPException,), self._http_error),
+            ((txredisapi.ConnectionError,), self._store_unavailable),
+            ((Exception,), self._unexpected_error),
+        ]
+        for types, handler in self.error_handlers:
+            self.app.handle_errors(*types)(handler)
 
     def route(
         self,
@@ -188,7 +194,9 @@ class JunebugApi:
         return json.dumps(self.openapi(), indent=1).encode()
 
     def resource(self) -> Any:
-        return self.app.resource()
+        """The API's root resource: Klein's, with the routes it has matched before
+        answered without its per-request machinery (``api/direct.py``)."""
+        return DirectResource(self.app, self.app.resource(), self.error_handlers)
 
     @staticmethod
     def _junebug_error(request: Any, failure: Any) -> bytes:

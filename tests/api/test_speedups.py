@@ -317,6 +317,17 @@ def _requests(channel_id: str, bare_id: str) -> list[bytes]:
         (b"POST", "/channels/", b'{"type": "bogus", "config": {}}', None, b"h"),
         (b"POST", "/channels/", b'{"type": "telnet", "config": {}, "x": 1}', None, b"h"),
         (b"POST", f"/channels/{bare_id}", b'{"callback_secret": "short"}', None, b"h"),
+        (b"GET", f"/channels/{bare_id}", b"", None, b"h"),
+        (b"GET", f"/channels/{bare_id}/", b"", None, b"h"),
+        (b"GET", "/channels/", b"", None, b"h"),
+        (b"GET", "/channels", b"", None, b"h"),
+        (b"DELETE", "/channels/nope", b"", None, b"h"),
+        (b"GET", f"/channels/{bare_id}/logs?n=1", b"", None, b"h"),
+        (b"GET", f"/channels/{bare_id}/dead-letters?limit=x", b"", None, b"h"),
+        (b"GET", "/routers/nope", b"", None, b"h"),
+        (b"get", f"/channels/{bare_id}", b"", None, b"h"),
+        (b"OPTIONS", f"/channels/{bare_id}", b"", None, b"h"),
+        (b"GET", "/openapi.json", b"", None, b"h"),
     ]
     made = []
     for method, path, body, content_type, host in requests:
@@ -347,6 +358,7 @@ async def test_the_api_site_answers_byte_for_byte_as_twisted_and_klein_alone(
     with monkeypatch.context() as plain:
         plain.setattr(app_module, "_remembering_klein", Klein)
         plain.setattr(schemas, "fast_check", lambda schema: None)
+        plain.setattr(JunebugApi, "resource", lambda self: self.app.resource())
         plain_api = JunebugApi(gateway, gateway.backends)
         assert type(plain_api.app.url_map) is not RoutingMap
         plain_port = reactor.listenTCP(0, Site(plain_api.resource()), interface="127.0.0.1")
@@ -383,7 +395,7 @@ async def test_the_api_site_answers_byte_for_byte_as_twisted_and_klein_alone(
         assert after.decode("latin-1") == before.decode("latin-1")
     assert b"HTTP/1.1 201 Created" in without[0] and b"HTTP/1.1 400" in without[6]
     assert http._parseContentType.cache_info().hits > 0
-    assert api.app.url_map._adapters  # routing was remembered
+    assert api.app.url_map._adapters  # routing was remembered (for what went to Klein)
     # Only the bodies the fast path was not sure of went to jsonschema: not the sends.
     assert {"to": "+27820000001", "content": "hello"} not in validated
     assert {"to": "x"} in validated
