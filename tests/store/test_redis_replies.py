@@ -9,6 +9,8 @@ reply however TCP cuts it up.
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import pytest_twisted
 import txredisapi
@@ -21,6 +23,11 @@ from twisted.internet.testing import StringTransport
 from junebug.store import redis as redis_store
 
 from ..conftest import REDIS_HOST, REDIS_PORT
+
+# hiredis is a dependency on CPython only (pyproject.toml): elsewhere txredisapi parses.
+needs_hiredis = pytest.mark.skipif(
+    platform.python_implementation() != "CPython", reason="hiredis is installed on CPython only"
+)
 
 # The options junebug.store.redis.connect gives txredisapi.
 _OPTIONS = {"charset": "utf-8", "convertNumbers": False}
@@ -56,6 +63,7 @@ async def _same(both, command: str, *args):
     return answers[0]
 
 
+@needs_hiredis
 @pytest_twisted.ensureDeferred
 async def test_connect_parses_replies_with_hiredis(redis):
     assert isinstance(
@@ -63,6 +71,7 @@ async def test_connect_parses_replies_with_hiredis(redis):
     )
 
 
+@needs_hiredis
 @pytest_twisted.ensureDeferred
 async def test_each_kind_of_reply_reads_the_same(both, key_prefix):
     python, _ = both
@@ -125,6 +134,7 @@ _replies = st.recursive(
 )
 
 
+@needs_hiredis
 @given(reply=_replies, cuts=st.lists(st.integers(0, 10_000), max_size=6))
 def test_any_reply_parses_the_same_however_it_is_cut(reply, cuts):
     data = _resp(reply)
@@ -133,6 +143,7 @@ def test_any_reply_parses_the_same_however_it_is_cut(reply, cuts):
     )
 
 
+@needs_hiredis
 def test_hiredis_is_what_txredisapi_uses():
     # If this fails, hiredis is missing or txredisapi stopped picking it up on its own.
     assert txredisapi.RedisProtocol is txredisapi.HiredisProtocol
