@@ -25,9 +25,11 @@ Keys (all under ``prefix``, e.g. ``<redis_prefix><channel id>:smpp:``):
 A receipt is looked up in **one** round trip (``find_receipt``, the Lua script
 ``RECEIPT_LOOKUP``): GET of each form of its id until one is known, HGET of the
 message's part count and, for a final receipt of a message sent whole, the
-EXPIREs that shorten how long its keys are kept. Those are the commands the separate
-calls ``lookup``, ``part_receipt`` and ``expire`` sent, in the same order, with the
-same keys and TTLs; only the waits between them are gone.
+EXPIREs that shorten how long its keys are kept. The script runs in Redis the same
+commands, in the same order, with the same keys and TTLs, as sending each GET, HGET
+and EXPIRE separately would; only the waits between them are gone. A receipt of a
+message sent in parts then records its part (``part_receipt``) and, once the whole
+message is final, shortens the TTLs (``expire``).
 """
 
 from __future__ import annotations
@@ -52,9 +54,9 @@ __all__ = ["RECEIPT_LOOKUP", "FoundReceipt", "MessageIdStore", "PartsOutcome"]
 #: Returns nil when no form is known, else ``{message id, position of the key found
 #: (1-based), part count or nil}``. A message sent in parts (a part count) is left
 #: as it was: its receipt needs the part states (``part_receipt``) before deciding
-#: whether it is final. Otherwise, for a final receipt, both keys get their TTLs as
-#: ``expire`` did (the parts key of a message sent whole normally does not exist;
-#: EXPIRE then does nothing, inside the script, at no round trip's cost).
+#: whether it is final. Otherwise, for a final receipt, both keys get the TTLs
+#: ``expire`` gives them (the parts key of a message sent whole normally does not
+#: exist; EXPIRE then does nothing, inside the script, at no round trip's cost).
 #:
 #: The parts key is built from the value read, so the script names a key it was not
 #: given: fine on one Redis server (Junebug's), not on a Redis Cluster.
@@ -133,25 +135,13 @@ class MessageIdStore:
             )
         return normalised
 
-    async def lookup(self, smsc_id: str) -> tuple[str, str] | None:
-        """``(message id, normalised id it was stored under)`` for a receipt's id, or
-        None when no form of the id is known."""
-        for candidate in id_candidates(smsc_id):
-            if not candidate:
-                continue
-            message_id = await self.redis.get(self._remote_key(candidate))
-            if message_id is not None:
-                if isinstance(message_id, bytes):
-                    message_id = message_id.decode("utf-8")
-                return message_id, candidate
-        return None
-
     async def find_receipt(
         self, smsc_id: str, final: bool, ttl: int, parts_ttl: int
     ) -> FoundReceipt | None:
-        """``lookup`` of a receipt's id and, for a message sent whole, what
-        ``part_receipt`` and (when ``final``) ``expire(..., ttl, parts_ttl)`` did, in
-        one round trip (``RECEIPT_LOOKUP``). None when no form of the id is known."""
+        """The message a receipt's id belongs to (under any form of the id) and, for a
+        message sent whole and a ``final`` receipt, its keys' TTLs shortened as
+        ``expire(..., ttl, parts_ttl)`` does, in one round trip (``RECEIPT_LOOKUP``).
+        None when no form of the id is known."""
         candidates = [c for c in id_candidates(smsc_id) if c]
         if not candidates:
             return None
@@ -165,30 +155,21 @@ class MessageIdStore:
         message_id, position, total = found
         return FoundReceipt(_text(message_id), candidates[int(position) - 1], total is not None)
 
-    async def expire(
-        self, normalised_id: str, message_id: str, ttl: int, parts_ttl: int | None = None
-    ) -> None:
-        """Shorten how long an id (and the part states of its message) are kept, after
-        the final receipt."""
+    async def expire(self, normalised_id: str, message_id: str, ttl: int, parts_ttl: int) -> None:
+        """Shorten how long an id (``ttl``) and the part states of its message
+        (``parts_ttl``) are kept, after the final receipt."""
         await self.redis.expire(self._remote_key(normalised_id), ttl)
-        await self.redis.expire(
-            self._parts_key(message_id), ttl if parts_ttl is None else parts_ttl
-        )
+        await self.redis.expire(self._parts_key(message_id), parts_ttl)
 
-    async def part_receipt(
-        self, message_id: str, normalised_id: str, status: str, *, multipart: bool = False
-    ) -> PartsOutcome | None:
-        """Record the receipt of one part; None when the message was sent whole.
+    async def part_receipt(self, message_id: str, normalised_id: str, status: str) -> PartsOutcome:
+        """Record the receipt of one part of a message sent in parts (``find_receipt``
+        told the caller so; the part count is not read again first).
 
         ``delivered`` is reported once every part has been delivered, ``failed``
         as soon as any part fails, ``pending`` the first time a part is pending;
-        nothing is reported after the message's final outcome. ``multipart``: the
-        caller already knows the message was sent in parts (``find_receipt``), so its
-        part count is not read again.
+        nothing is reported after the message's final outcome.
         """
         parts_key = self._parts_key(message_id)
-        if not multipart and await self.redis.hget(parts_key, "total") is None:
-            return None
         # Write first, read after: receipts of several parts handled at the same time
         # each see every state written before their read, so the last one sees all.
         await self.redis.hset(parts_key, f"part:{normalised_id}", status)

@@ -695,15 +695,12 @@ class SmppChannel(Transport, EsmeHandler):
         message_id = found.message_id
         report: str | None = status
         if found.multipart:
-            outcome = await self.ids.part_receipt(
-                message_id, found.normalised, status, multipart=True
-            )
-            if outcome is not None:
-                report = outcome.status
-                if outcome.final:
-                    await self.ids.expire(
-                        found.normalised, message_id, self._final_id_ttl, self._final_parts_ttl
-                    )
+            outcome = await self.ids.part_receipt(message_id, found.normalised, status)
+            report = outcome.status
+            if outcome.final:
+                await self.ids.expire(
+                    found.normalised, message_id, self._final_id_ttl, self._final_parts_ttl
+                )
         # A message sent whole: ``_find`` already did what its receipt needs in Redis.
         if report is None or self.cfg["disable_delivery_report"]:
             return

@@ -18,7 +18,8 @@ from junebug.bus.local import LocalBus
 from junebug.transports.smpp import pdu as smpp
 from junebug.transports.smpp import protocol as smpp_protocol
 from junebug.transports.smpp.constants import CommandStatus
-from junebug.transports.smpp.ids import MessageIdStore
+from junebug.transports.smpp.ids import MessageIdStore, PartsOutcome
+from junebug.transports.smpp.receipts import id_candidates
 from tests.transports.smpp.wire import Wire
 
 CHANNEL = "smppids"
@@ -312,6 +313,55 @@ async def test_a_single_part_message_on_a_udh_channel_takes_no_reference(wire_fa
 
 # -- the store's lookup against the separate calls it replaces ------------------------------
 
+# The reference: the separate GET / HGET / EXPIRE commands a receipt's lookup would send
+# one at a time, each awaited, which RECEIPT_LOOKUP runs in one round trip.
+
+
+async def _old_lookup(redis: Any, prefix: str, smsc_id: str) -> tuple[str, str] | None:
+    """GET of each form of the id, best first, until one is known: ``(message id, form)``."""
+    for candidate in id_candidates(smsc_id):
+        if not candidate:
+            continue
+        message_id = await redis.get(f"{prefix}remote_message:{candidate}")
+        if message_id is not None:
+            if isinstance(message_id, bytes):
+                message_id = message_id.decode("utf-8")
+            return message_id, candidate
+    return None
+
+
+async def _old_part_receipt_whole_message_check(redis: Any, prefix: str, message_id: str) -> bool:
+    """HGET of the message's part count: whether it was sent in parts."""
+    return await redis.hget(f"{prefix}parts:{message_id}", "total") is not None
+
+
+async def _old_expire(
+    redis: Any, prefix: str, normalised: str, message_id: str, ttl: int, parts_ttl: int
+) -> None:
+    """EXPIRE of the id's key, then of the message's parts key."""
+    await redis.expire(f"{prefix}remote_message:{normalised}", ttl)
+    await redis.expire(f"{prefix}parts:{message_id}", parts_ttl)
+
+
+async def _old_path(
+    redis: Any, store: MessageIdStore, receipt_id: str, status: str
+) -> tuple[str, str, PartsOutcome | None]:
+    """A receipt handled with the separate commands: ``(message id, form, outcome)``, the
+    outcome None for a message sent whole."""
+    prefix = store.prefix
+    found = await _old_lookup(redis, prefix, receipt_id)
+    assert found is not None
+    message_id, normalised = found
+    outcome = None
+    if await _old_part_receipt_whole_message_check(redis, prefix, message_id):
+        outcome = await store.part_receipt(message_id, normalised, status)
+        final = outcome.final
+    else:
+        final = status in ("delivered", "failed")
+    if final:
+        await _old_expire(redis, prefix, normalised, message_id, FINAL_TTL, PARTS_TTL)
+    return message_id, normalised, outcome
+
 
 async def _state(redis: Any, keys: list[str]) -> list[tuple[Any, int]]:
     found = []
@@ -336,25 +386,22 @@ async def _state(redis: Any, keys: list[str]) -> list[tuple[Any, int]]:
 async def test_find_receipt_leaves_what_the_separate_calls_left(
     redis, key_prefix, ids, receipt_id, status
 ):
-    """lookup + part_receipt + expire (the old path) and find_receipt + part_receipt +
-    expire for messages in parts (the new one) leave the same values and TTLs."""
+    """The separate GET / HGET / EXPIRE commands (the reference) and find_receipt +
+    part_receipt + expire for messages in parts (the channel's path) leave the same
+    values and TTLs."""
     old = MessageIdStore(redis, f"{key_prefix}:old:")
     new = MessageIdStore(redis, f"{key_prefix}:new:")
     final = status in ("delivered", "failed")
     for store in (old, new):
         await store.remember(ids, "msg", ID_TTL)
 
-    message_id, normalised = await old.lookup(receipt_id)
-    outcome = await old.part_receipt(message_id, normalised, status)
-    old_final = final if outcome is None else outcome.final
-    if old_final:
-        await old.expire(normalised, message_id, FINAL_TTL, PARTS_TTL)
+    message_id, normalised, outcome = await _old_path(redis, old, receipt_id, status)
 
     found = await new.find_receipt(receipt_id, final, FINAL_TTL, PARTS_TTL)
     assert (found.message_id, found.normalised) == (message_id, normalised)
     assert found.multipart == (len(ids) > 1)
     if found.multipart:
-        new_outcome = await new.part_receipt(message_id, normalised, status, multipart=True)
+        new_outcome = await new.part_receipt(message_id, normalised, status)
         assert new_outcome == outcome
         if new_outcome.final:
             await new.expire(normalised, message_id, FINAL_TTL, PARTS_TTL)

@@ -7,7 +7,7 @@ import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 
-from junebug.transports.smpp.ids import MessageIdStore
+from junebug.transports.smpp.ids import FoundReceipt, MessageIdStore
 from junebug.transports.smpp.receipts import (
     DEFAULT_DELIVERY_REPORT_REGEX,
     compile_regex,
@@ -181,26 +181,35 @@ def test_non_numeric_ids_only_match_themselves(text):
 @pytest_twisted.ensureDeferred
 async def test_store_remembers_and_looks_up_any_form(redis, key_prefix):
     store = MessageIdStore(redis, f"{key_prefix}:ids:")
+    key = f"{key_prefix}:ids:remote_message:1a2b"
     await store.remember(["00001A2B"], "msg-1", 100)
-    assert await store.lookup("6699") == ("msg-1", "1a2b")
-    assert await store.lookup("1a2b") == ("msg-1", "1a2b")
-    assert await store.lookup("1A2C") is None
-    assert 0 < await redis.ttl(f"{key_prefix}:ids:remote_message:1a2b") <= 100
-    await store.expire("1a2b", "msg-1", 10)
-    assert 0 < await redis.ttl(f"{key_prefix}:ids:remote_message:1a2b") <= 10
+    whole = FoundReceipt("msg-1", "1a2b", multipart=False)
+    assert await store.find_receipt("6699", False, 10, 5) == whole  # decimal
+    assert await store.find_receipt("1a2b", False, 10, 5) == whole
+    assert await store.find_receipt("1A2B", False, 10, 5) == whole  # case
+    assert await store.find_receipt("1A2C", True, 10, 5) is None
+    # Receipts that are not final (and unknown ids) leave the TTL alone.
+    assert 10 < await redis.ttl(key) <= 100
+    assert await store.find_receipt("01a2b", True, 10, 5) == whole  # padding
+    assert 0 < await redis.ttl(key) <= 10
 
 
 @pytest_twisted.ensureDeferred
 async def test_store_reports_multipart_outcomes_once(redis, key_prefix):
     store = MessageIdStore(redis, f"{key_prefix}:ids:")
     await store.remember(["a1", "a2"], "m", 100)
+    found = await store.find_receipt("A2", True, 10, 5)
+    assert found == FoundReceipt("m", "a2", multipart=True)
+    # A message in parts is not final until its parts say so: the TTL is left alone.
+    assert 10 < await redis.ttl(f"{key_prefix}:ids:remote_message:a2") <= 100
     assert (await store.part_receipt("m", "a1", "pending")).status == "pending"
+    assert (await store.part_receipt("m", "a2", "pending")).status is None
     first = await store.part_receipt("m", "a1", "delivered")
     assert (first.status, first.final) == (None, False)
     second = await store.part_receipt("m", "a2", "delivered")
     assert (second.status, second.final) == ("delivered", True)
     again = await store.part_receipt("m", "a2", "delivered")
-    assert again.status is None
+    assert (again.status, again.final) == (None, True)
 
 
 @pytest_twisted.ensureDeferred
@@ -212,7 +221,17 @@ async def test_store_fails_a_multipart_message_on_its_first_failed_part(redis, k
     assert (await store.part_receipt("m2", "b2", "pending")).status is None
     failed = await store.part_receipt("m2", "b1", "failed")
     assert (failed.status, failed.final) == ("failed", True)
-    assert await store.part_receipt("single", "x", "delivered") is None
+    after = await store.part_receipt("m2", "b2", "delivered")
+    assert (after.status, after.final) == (None, True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_store_finds_a_message_sent_whole_is_not_in_parts(redis, key_prefix):
+    store = MessageIdStore(redis, f"{key_prefix}:ids:")
+    await store.remember(["x"], "single", 100)
+    found = await store.find_receipt("x", True, 10, 5)
+    assert found == FoundReceipt("single", "x", multipart=False)
+    assert await redis.exists(f"{key_prefix}:ids:parts:single") == 0
 
 
 def test_a_receipt_regex_too_big_to_compile_is_a_clear_error():
