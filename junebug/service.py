@@ -117,6 +117,8 @@ class JunebugService(MultiService):
         await self.manager.restore()
         await self.routers.restore()
         self.manager.keep_claims()
+        # Routers created, changed or deleted through another jb's API follow here.
+        self.routers.keep_in_step()
         # Callbacks waiting for a retry in Redis (from before a restart, too) go out.
         await self.backends.callbacks.start()
         self.monitor = BackendMonitor(

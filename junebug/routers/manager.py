@@ -5,13 +5,20 @@ destinations' configs; the manager checks the routed channels), then the router 
 (re)started with its new settings, and only then saved: a change that cannot run
 leaves the router as it was. A router restarts whenever it or one of its
 destinations changes.
+
+Several ``jb`` processes sharing one Redis each run every router (their consumers
+share its queues on RabbitMQ). ``keep_in_step`` makes each process follow the
+routers stored in Redis every few seconds: a router created, changed or deleted
+through one process's API is started, restarted or stopped in the others.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.logger import Logger
 
 from junebug.api.errors import ApiUsageError
@@ -33,6 +40,15 @@ log = Logger()
 
 Records = dict[str, dict[str, Any]]
 
+#: Seconds between two looks at the stored routers (``keep_in_step``): a change made
+#: through another process's API is running here within this long.
+STEP_INTERVAL = 10.0
+
+
+def _settings(properties: dict[str, Any], destinations: Records) -> str:
+    """A router's settings as one comparable value (what Redis holds, key order aside)."""
+    return json.dumps([properties, destinations], sort_keys=True)
+
 
 class RouterManager:
     def __init__(self, backends: Any, channels: Any, types: dict[str, type[Router]]) -> None:
@@ -42,9 +58,23 @@ class RouterManager:
         self.store = RouterStore(backends.redis, backends.keys)
         self.running: dict[str, Router] = {}
         self._logs: dict[str, Any] = {}
+        #: The settings each running router started with, and those of stored routers
+        #: whose failure to start was logged (not logged again for the same settings).
+        self._running_as: dict[str, str] = {}
+        self._failed_as: dict[str, str] = {}
+        self._locks: dict[str, DeferredLock] = {}
+        self._stepping: Any = None
         guards = getattr(channels, "guards", None)
         if guards is not None:
             guards.append(self.guard_channel)
+
+    def _lock(self, router_id: str) -> DeferredLock:
+        """Changes to one router happen one at a time: a look at the stored routers
+        between an API change's restart and its save would undo the change."""
+        lock = self._locks.get(router_id)
+        if lock is None:
+            lock = self._locks[router_id] = DeferredLock()
+        return lock
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -198,13 +228,18 @@ class RouterManager:
 
     async def create(self, properties: dict[str, Any]) -> str:
         router_id = str(uuid.uuid4())
-        await self.check(None, properties, {})
-        await self._replace_running(router_id, properties, {}, previous=None)
-        await self.store.save(router_id, properties)
+        async with self._lock(router_id):
+            await self.check(None, properties, {})
+            await self._replace_running(router_id, properties, {}, previous=None)
+            await self.store.save(router_id, properties)
         return router_id
 
     async def update(self, router_id: str, properties: dict[str, Any]) -> None:
         """Replace the router's properties (PATCH merges before calling this)."""
+        async with self._lock(router_id):
+            await self._update(router_id, properties)
+
+    async def _update(self, router_id: str, properties: dict[str, Any]) -> None:
         previous = await self.load(router_id)
         destinations = await self.store.load_destinations(router_id)
         await self.check(router_id, properties, destinations)
@@ -214,6 +249,10 @@ class RouterManager:
         await self.store.save(router_id, properties)
 
     async def delete(self, router_id: str) -> None:
+        async with self._lock(router_id):
+            await self._delete(router_id)
+
+    async def _delete(self, router_id: str) -> None:
         await self.load(router_id)
         destination_ids = await self.store.destination_ids(router_id)
         await self._stop(router_id)
@@ -244,6 +283,12 @@ class RouterManager:
     async def _change_destination(
         self, router_id: str, destination_id: str, properties: dict[str, Any] | None
     ) -> None:
+        async with self._lock(router_id):
+            await self._change_destination_now(router_id, destination_id, properties)
+
+    async def _change_destination_now(
+        self, router_id: str, destination_id: str, properties: dict[str, Any] | None
+    ) -> None:
         router = await self.load(router_id)
         cls = self.router_class(router.get("type"))
         destinations = await self.store.load_destinations(router_id)
@@ -265,21 +310,67 @@ class RouterManager:
 
     async def restore(self) -> None:
         """Start every stored router; one that fails is logged and left stopped."""
-        for router_id in await self.store.ids():
-            if router_id in self.running:
-                continue
-            properties = await self.store.load(router_id)
-            if properties is None:
-                continue
-            destinations = await self.store.load_destinations(router_id)
+        await self.follow_store()
+
+    async def follow_store(self) -> None:
+        """Run the routers stored in Redis as they are stored: start the new ones,
+        restart those whose settings changed (through another process's API), stop
+        those deleted. A router that cannot start is logged (once for the same
+        settings) and left stopped; the next look tries again."""
+        stored = set(await self.store.ids())
+        for router_id in [r for r in self.running if r not in stored]:
+            async with self._lock(router_id):
+                if router_id not in await self.store.ids():
+                    self._log(router_id).info("Router deleted through another process: stopped")
+                    await self._stop(router_id)
+        for router_id in sorted(stored):
+            async with self._lock(router_id):
+                await self._follow(router_id)
+
+    async def _follow(self, router_id: str) -> None:
+        properties = await self.store.load(router_id)
+        if properties is None:
+            return  # deleted meanwhile
+        destinations = await self.store.load_destinations(router_id)
+        settings = _settings(properties, destinations)
+        if settings == self._running_as.get(router_id):
+            return
+        changed = router_id in self.running
+        try:
+            await self._stop(router_id)
+            await self._start(router_id, properties, destinations)
+        except Exception as exc:  # noqa: BLE001 - one bad router must not stop the rest
+            # Tried again at every look; logged once for the same settings.
+            if self._failed_as.get(router_id) != settings:
+                self._failed_as[router_id] = settings
+                log.error("Router {id} could not be started: {error}", id=router_id, error=exc)
+                self._log(router_id).error(f"Router could not start: {exc}")
+            self._close_log(router_id)
+        else:
+            if changed:
+                self.running[router_id].log.info("Router restarted: changed in another process")
+
+    def keep_in_step(self, interval: float = STEP_INTERVAL, clock: Any = None) -> None:
+        """Every ``interval`` seconds on ``clock`` (default: the backends'),
+        ``follow_store`` (errors are logged and the next look tries again)."""
+        if self._stepping is not None:
+            return
+        from twisted.internet.task import LoopingCall
+
+        async def step() -> None:
             try:
-                await self._start(router_id, properties, destinations)
-            except Exception as exc:  # noqa: BLE001 - one bad router must not stop the rest
-                log.error("Router {id} could not be restored: {error}", id=router_id, error=exc)
-                self._log(router_id).error(f"Router could not start after restart: {exc}")
-                self._close_log(router_id)
+                await self.follow_store()
+            except Exception as exc:  # noqa: BLE001 - Redis away: try again next time
+                log.info("Could not read the stored routers: {error}", error=exc)
+
+        self._stepping = LoopingCall(lambda: Deferred.fromCoroutine(step()))
+        self._stepping.clock = clock or self.backends.clock
+        self._stepping.start(interval, now=False)
 
     async def stop_all(self) -> None:
+        if self._stepping is not None and self._stepping.running:
+            self._stepping.stop()
+        self._stepping = None
         for router_id in list(self.running):
             await self._stop(router_id)
 
@@ -306,6 +397,8 @@ class RouterManager:
         )
         await router.start()
         self.running[router_id] = router
+        self._running_as[router_id] = _settings(properties, destinations)
+        self._failed_as.pop(router_id, None)
         router.log.info(
             f"Router started: routing {', '.join(router.channel_ids)} to "
             f"{len(destinations)} destination(s)"
@@ -313,6 +406,7 @@ class RouterManager:
 
     async def _stop(self, router_id: str) -> None:
         router = self.running.pop(router_id, None)
+        self._running_as.pop(router_id, None)
         if router is not None:
             await router.stop()
         self._close_log(router_id)
