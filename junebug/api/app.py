@@ -157,6 +157,7 @@ class JunebugApi:
         answers: tuple[tuple[int, str, dict[str, Any]], ...] = (),
         headers: tuple[Any, ...] = (),
         strict_slashes: bool = True,
+        endpoint: str | None = None,
     ) -> Any:
         """Register a Klein route and record it as an operation of the OpenAPI description.
 
@@ -178,7 +179,10 @@ class JunebugApi:
                 headers,
             )
         )
-        return self.app.route(path, methods=[method], strict_slashes=strict_slashes)
+        # Klein names a route after its function unless told (two routes made by one
+        # function need two names).
+        named = {} if endpoint is None else {"endpoint": endpoint}
+        return self.app.route(path, methods=[method], strict_slashes=strict_slashes, **named)
 
     def openapi(self) -> dict[str, Any]:
         from importlib.metadata import PackageNotFoundError, version

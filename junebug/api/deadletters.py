@@ -1,4 +1,5 @@
-"""Routes for a channel's dead letters: callbacks given up on (docs/callbacks.md).
+"""Routes for the dead letters of a channel or a router destination: callbacks given up
+on (docs/callbacks.md).
 
 List them (newest first, paged), replay them (all or some: they are queued again
 behind whatever waits for their URL) and delete them.
@@ -6,6 +7,7 @@ behind whatever waits for their URL) and delete them.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from junebug.api.envelope import respond
@@ -15,6 +17,8 @@ from junebug.api.schemas import DEAD_LETTER_REPLAY, parse_json_body, validate
 from junebug.workers.callbacks import dead_letter_view
 
 PATH = "/channels/<string:channel_id>/dead-letters"
+#: A router destination's dead letters (its mo_url callbacks and their events').
+DESTINATION_PATH = "/routers/<string:router_id>/destinations/<string:destination_id>/dead-letters"
 #: Dead letters per page unless ``limit`` says otherwise, and the most it may say.
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -74,25 +78,62 @@ PAGE_QUERY = (
 
 
 def register(api: Any) -> None:
-    manager = api.manager
+    async def channel(channel_id: str) -> tuple[str, Callable[[str], None]]:
+        found = await api.manager.get(channel_id)
+        return found.id, found.log.info
+
+    async def destination(router_id: str, destination_id: str) -> tuple[str, Callable[[str], None]]:
+        if api.routers is None:
+            raise ApiUsageError("routers are not available in this Junebug")
+        await api.routers.load_destination(router_id, destination_id)
+
+        def note(text: str) -> None:
+            running = api.routers.running.get(router_id)
+            if running is not None:
+                running.destination_log(destination_id).info(text)
+                return
+            log = api.backends.open_log(destination_id)
+            try:
+                log.info(text)
+            finally:
+                log.close()
+
+        return destination_id, note
+
+    _register(api, PATH, "a channel's", channel, "")
+    _register(api, DESTINATION_PATH, "a router destination's", destination, "_of_destination")
+
+
+def _register(
+    api: Any,
+    path: str,
+    whose: str,
+    owner: Callable[..., Awaitable[tuple[str, Callable[[str], None]]]],
+    suffix: str,
+) -> None:
+    """The three dead-letter routes under ``path`` for the owner ``owner`` finds (from
+    the path's values): its id, and how to note something in its log."""
+
+    whom = whose.removesuffix("'s")  # "a channel's" -> "a channel"
 
     def callbacks() -> Any:
         return api.backends.callbacks
 
     @api.route(
-        PATH,
+        path,
         "GET",
-        "A channel's dead letters (callbacks given up on), newest first",
+        f"{whose.capitalize()} dead letters (callbacks given up on), newest first",
         200,
         "dead letters listed",
         DEAD_LETTER_PAGE,
         query=PAGE_QUERY,
+        endpoint="list_dead_letters" + suffix,
     )
-    async def list_dead_letters(request: Any, channel_id: str) -> bytes:
-        channel = await manager.get(channel_id)
+    async def list_dead_letters(request: Any, **ids: str) -> bytes:
+        owner_id, _ = await owner(**ids)
         offset = _int_arg(request, "offset", 0, 0, None)
         limit = _int_arg(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        total, records = await callbacks().store.dead_letters(channel.id, offset, limit)
+        total, records = await callbacks().store.dead_letters(owner_id, offset, limit)
         result = {
             "total": total,
             "offset": offset,
@@ -102,36 +143,37 @@ def register(api: Any) -> None:
         return respond(request, 200, "dead letters listed", result)
 
     @api.route(
-        PATH + "/replay",
+        path + "/replay",
         "POST",
-        "Queue a channel's dead letters for delivery again",
+        f"Queue {whose} dead letters for delivery again",
         200,
         "dead letters replayed",
         REPLAYED,
         body=DEAD_LETTER_REPLAY,
+        endpoint="replay_dead_letters" + suffix,
     )
-    async def replay_dead_letters(request: Any, channel_id: str) -> bytes:
-        channel = await manager.get(channel_id)
+    async def replay_dead_letters(request: Any, **ids: str) -> bytes:
+        owner_id, note = await owner(**ids)
         body = parse_json_body(request)
         validate(DEAD_LETTER_REPLAY, body)
-        ids = (body or {}).get("ids")
-        replayed = await callbacks().replay(channel.id, ids)
+        replayed = await callbacks().replay(owner_id, (body or {}).get("ids"))
         if replayed:
-            channel.log.info(f"{replayed} dead letter(s) replayed")
+            note(f"{replayed} dead letter(s) replayed")
         return respond(request, 200, "dead letters replayed", {"replayed": replayed})
 
     @api.route(
-        PATH,
+        path,
         "DELETE",
-        "Delete every dead letter of a channel",
+        f"Delete every dead letter of {whom}",
         200,
         "dead letters deleted",
         DELETED,
         errors=(404,),
+        endpoint="delete_dead_letters" + suffix,
     )
-    async def delete_dead_letters(request: Any, channel_id: str) -> bytes:
-        channel = await manager.get(channel_id)
-        deleted = await callbacks().store.delete_dead(channel.id, None)
+    async def delete_dead_letters(request: Any, **ids: str) -> bytes:
+        owner_id, _ = await owner(**ids)
+        deleted = await callbacks().store.delete_dead(owner_id, None)
         return respond(request, 200, "dead letters deleted", {"deleted": deleted})
 
 

@@ -258,8 +258,7 @@ class RouterManager:
         await self._stop(router_id)
         await self.store.delete(router_id)
         for destination_id in destination_ids:
-            for key in channel_keys(destination_id):
-                await self.backends.bus.delete_queue(key)
+            await self._forget_destination(destination_id)
 
     # -- destinations -----------------------------------------------------------------
 
@@ -277,8 +276,16 @@ class RouterManager:
     async def delete_destination(self, router_id: str, destination_id: str) -> None:
         await self.load_destination(router_id, destination_id)
         await self._change_destination(router_id, destination_id, None)
+        await self._forget_destination(destination_id)
+
+    async def _forget_destination(self, destination_id: str) -> None:
+        """What a deleted destination leaves behind: its queues, and its callbacks
+        waiting for a retry and its dead letters."""
         for key in channel_keys(destination_id):
             await self.backends.bus.delete_queue(key)
+        callbacks = getattr(self.backends, "callbacks", None)
+        if callbacks is not None:
+            await callbacks.store.forget(destination_id)
 
     async def _change_destination(
         self, router_id: str, destination_id: str, properties: dict[str, Any] | None
