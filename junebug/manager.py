@@ -46,6 +46,7 @@ class ChannelManager:
         #: Channels seen running in another process: id -> that process.
         self.elsewhere: dict[str, str] = {}
         self._keeping: Any = None
+        self._keep_step: Deferred | None = None
         self._locks: dict[str, DeferredLock] = {}
 
     def _lock(self, channel_id: str) -> DeferredLock:
@@ -225,7 +226,11 @@ class ChannelManager:
             return
         from twisted.internet.task import LoopingCall
 
-        self._keeping = LoopingCall(lambda: Deferred.fromCoroutine(self._keep_claims()))
+        def keep() -> Deferred:
+            self._keep_step = Deferred.fromCoroutine(self._keep_claims())
+            return self._keep_step
+
+        self._keeping = LoopingCall(keep)
         self._keeping.clock = self.backends.clock
         self._keeping.start(interval or self.claims.ttl / 3, now=False)
 
@@ -246,6 +251,9 @@ class ChannelManager:
     async def stop_all(self) -> None:
         if self._keeping is not None and self._keeping.running:
             self._keeping.stop()
+        step, self._keep_step = self._keep_step, None
+        if step is not None and not step.called:
+            await step  # a look in progress may be starting a channel: let it finish first
         for channel in list(self.running.values()):
             await self._stop(channel)
             channel.close_log()

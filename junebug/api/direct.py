@@ -12,7 +12,8 @@ match answers; one that fails hands its failure to the rest.
 
 Everything else goes to Klein as before: a path werkzeug does not match as it stands
 (404, 405, a redirect for a missing slash), a path with percent-escapes, non-ASCII bytes
-or empty segments, and ``HEAD``. A connection that closes before the answer cancels the
+or empty segments, ``HEAD``, and a ``Host`` Klein would refuse (not UTF-8, or not a
+name werkzeug accepts). A connection that closes before the answer cancels the
 route's work, as Klein does.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from klein._resource import extractURLparts
 from twisted.internet.defer import CancelledError, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -57,14 +59,34 @@ class DirectResource(Resource):
         self._klein = klein
         self._errors = tuple(error_handlers)
         self._routes: dict[tuple[bytes, bytes], Any] = {}
+        self._hosts: dict[tuple[Any, ...], bool] = {}
         self._rules = -1
 
     def render(self, request: Any) -> Any:
         found = self._route(request.method, request.path)
-        if found is None:
+        if found is None or not self._host_ok(request):
             return self._klein.render(request)
         endpoint, values = found
         return self._answer(request, endpoint, values)
+
+    def _host_ok(self, request: Any) -> bool:
+        """Whether Klein would route this request's host: its name decodes as UTF-8
+        and werkzeug accepts it (IDNA). Klein answers the others itself (400, or
+        twisted.web's 500), so they go to Klein. Remembered per host."""
+        key = (request.getRequestHostname(), request.getHost().port, request.isSecure())
+        ok = self._hosts.get(key)
+        if ok is None:
+            try:
+                _, server_name, _, _, _ = extractURLparts(request)
+                self._app.url_map.bind(server_name)
+            except Exception:  # noqa: BLE001 - URLDecodeError, werkzeug's BadHost
+                ok = False
+            else:
+                ok = True
+            if len(self._hosts) >= MEMORY:
+                self._hosts.clear()
+            self._hosts[key] = ok
+        return ok
 
     def _route(self, method: bytes, path: bytes) -> tuple[str, dict[str, Any]] | None:
         url_map: Map = self._app.url_map
@@ -108,7 +130,7 @@ class DirectResource(Resource):
         answer = maybeDeferred(self._app.execute_endpoint, endpoint, request, **values)
         answer.addErrback(self._failed, request, lambda: finished, self._errors)
         answer.addCallback(self._write, request, lambda: finished)
-        answer.addErrback(log.failure, "Unhandled error writing an answer")
+        answer.addErrback(lambda failure: log.failure("Unhandled error writing an answer", failure))
         return server.NOT_DONE_YET
 
     def _failed(

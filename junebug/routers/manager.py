@@ -14,8 +14,10 @@ through one process's API is started, restarted or stopped in the others.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredLock
@@ -64,17 +66,27 @@ class RouterManager:
         self._failed_as: dict[str, str] = {}
         self._locks: dict[str, DeferredLock] = {}
         self._stepping: Any = None
+        self._step: Deferred | None = None
         guards = getattr(channels, "guards", None)
         if guards is not None:
             guards.append(self.guard_channel)
 
-    def _lock(self, router_id: str) -> DeferredLock:
+    @contextlib.asynccontextmanager
+    async def _lock(self, router_id: str) -> AsyncIterator[None]:
         """Changes to one router happen one at a time: a look at the stored routers
-        between an API change's restart and its save would undo the change."""
+        between an API change's restart and its save would undo the change. A lock
+        nobody holds or waits for is dropped (ids come from clients: unknown ones,
+        deleted routers)."""
         lock = self._locks.get(router_id)
         if lock is None:
             lock = self._locks[router_id] = DeferredLock()
-        return lock
+        await lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()  # to the next waiter, if any
+            if not lock.locked and self._locks.get(router_id) is lock:
+                del self._locks[router_id]
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -278,6 +290,17 @@ class RouterManager:
         await self._change_destination(router_id, destination_id, None)
         await self._forget_destination(destination_id)
 
+    async def _forget_destinations(self, destination_ids: list[str]) -> None:
+        for destination_id in destination_ids:
+            try:
+                await self._forget_destination(destination_id)
+            except Exception as exc:  # noqa: BLE001 - best effort: logged, not retried
+                log.info(
+                    "Could not clean up after destination {id}: {error}",
+                    id=destination_id,
+                    error=exc,
+                )
+
     async def _forget_destination(self, destination_id: str) -> None:
         """What a deleted destination leaves behind: its queues, and its callbacks
         waiting for a retry and its dead letters."""
@@ -325,14 +348,22 @@ class RouterManager:
         those deleted. A router that cannot start is logged (once for the same
         settings) and left stopped; the next look tries again."""
         stored = set(await self.store.ids())
+        for router_id in list(self._failed_as):
+            if router_id not in stored:
+                del self._failed_as[router_id]
         for router_id in [r for r in self.running if r not in stored]:
             async with self._lock(router_id):
-                if router_id not in await self.store.ids():
+                if router_id in self.running and router_id not in await self.store.ids():
+                    gone = list(self.running[router_id].destinations)
                     self._log(router_id).info("Router deleted through another process: stopped")
                     await self._stop(router_id)
+                    await self._forget_destinations(gone)
         for router_id in sorted(stored):
-            async with self._lock(router_id):
-                await self._follow(router_id)
+            try:
+                async with self._lock(router_id):
+                    await self._follow(router_id)
+            except Exception as exc:  # noqa: BLE001 - e.g. a record that isn't JSON
+                log.error("Router {id} could not be read: {error}", id=router_id, error=exc)
 
     async def _follow(self, router_id: str) -> None:
         properties = await self.store.load(router_id)
@@ -342,9 +373,14 @@ class RouterManager:
         settings = _settings(properties, destinations)
         if settings == self._running_as.get(router_id):
             return
-        changed = router_id in self.running
+        running = self.running.get(router_id)
+        changed = running is not None
+        # Destinations deleted through another process: once the router is stopped,
+        # what they left behind here goes too (queues, callbacks made meanwhile).
+        gone = [d for d in (running.destinations if running else ()) if d not in destinations]
         try:
             await self._stop(router_id)
+            await self._forget_destinations(gone)
             await self._start(router_id, properties, destinations)
         except Exception as exc:  # noqa: BLE001 - one bad router must not stop the rest
             # Tried again at every look; logged once for the same settings.
@@ -370,7 +406,11 @@ class RouterManager:
             except Exception as exc:  # noqa: BLE001 - Redis away: try again next time
                 log.info("Could not read the stored routers: {error}", error=exc)
 
-        self._stepping = LoopingCall(lambda: Deferred.fromCoroutine(step()))
+        def start_step() -> Deferred:
+            self._step = Deferred.fromCoroutine(step())
+            return self._step
+
+        self._stepping = LoopingCall(start_step)
         self._stepping.clock = clock or self.backends.clock
         self._stepping.start(interval, now=False)
 
@@ -378,6 +418,9 @@ class RouterManager:
         if self._stepping is not None and self._stepping.running:
             self._stepping.stop()
         self._stepping = None
+        step, self._step = self._step, None
+        if step is not None and not step.called:
+            await step  # a look in progress may be starting a router: let it finish first
         for router_id in list(self.running):
             await self._stop(router_id)
 

@@ -155,8 +155,77 @@ def test_a_request_whose_connection_is_lost_cancels_the_route():
     resource = DirectResource(app, app.resource(), handlers)
     request = DummyRequest([b"forever"])
     request.method, request.path = b"GET", b"/forever"
+    request.isSecure = lambda: False  # what a real request has and DummyRequest lacks
     assert resource.render(request) is NOT_DONE_YET
     assert started.called and not cancelled.called
     request.processingFailed(Failure(ConnectionLost()))  # what a lost connection does
     assert cancelled.called
     assert answered == [] and request.written == []  # nothing answered to nobody
+
+
+async def _raw_status(port: int, request: bytes) -> bytes:
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    class Exchange(Protocol):
+        def __init__(self) -> None:
+            self.data = b""
+            self.done = Deferred()
+
+        def dataReceived(self, data: bytes) -> None:
+            self.data += data
+
+        def connectionLost(self, reason=None) -> None:
+            self.done.callback(self.data)
+
+    exchange = Exchange()
+    await within(connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), exchange))
+    exchange.transport.write(request)
+    return (await within(exchange.done)).split(b"\r\n", 1)[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_host_klein_would_refuse_goes_to_klein(served):
+    _, _, client, calls, _, klein_paths = served
+    port = int(client.base.rsplit(":", 1)[1])
+    request = b"POST /things/a/ HTTP/1.1\r\nConnection: close\r\nHost: %s\r\n\r\n"
+    assert await _raw_status(port, request % b"example.org") == b"HTTP/1.1 200 OK"
+    assert klein_paths == []
+    # Not UTF-8: Klein answers 400. Not a name werkzeug accepts: twisted.web's 500.
+    assert (await _raw_status(port, request % b"\xff\xfe")).startswith(b"HTTP/1.1 400")
+    assert (await _raw_status(port, request % b"a..b")).startswith(b"HTTP/1.1 500")
+    assert klein_paths == [b"/things/a/", b"/things/a/"]
+    assert calls == ["a"]
+
+
+class _StrictRequest(DummyRequest):
+    """Refuses a write after finish, as twisted.web's Request does."""
+
+    def write(self, data: bytes) -> None:
+        if self.finished:
+            raise RuntimeError("write after finish")
+        super().write(data)
+
+
+def test_a_failure_writing_the_answer_is_logged():
+    from twisted.logger import globalLogPublisher
+
+    app = Klein()
+
+    @app.route("/done", methods=["GET"])
+    def done(request):
+        request.finish()  # finished by the route itself: writing the answer then fails
+        return b"too late"
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        resource = DirectResource(app, app.resource(), [])
+        request = _StrictRequest([b"done"])
+        request.method, request.path = b"GET", b"/done"
+        request.isSecure = lambda: False
+        resource.render(request)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    logged = [e for e in events if e.get("log_format") == "Unhandled error writing an answer"]
+    assert len(logged) == 1 and logged[0]["log_failure"].check(Exception)
