@@ -25,7 +25,15 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from junebug.store import redis as redis_store
-from tests.helpers import ApiClient, JbProcess, Receiver, TelnetUser, free_port, write_jb_config
+from tests.helpers import (
+    ApiClient,
+    JbProcess,
+    Receiver,
+    TelnetUser,
+    free_port,
+    within,
+    write_jb_config,
+)
 from tests.servers import PrivateRabbitMQ, PrivateRedis, running
 
 slow = pytest.mark.slow
@@ -467,3 +475,40 @@ async def test_a_claim_belongs_to_one_process(redis, key_prefix):
     await theirs.claim("c1")
     assert await redis.ttl(f"{key_prefix}:c1:claim") > 0
     await theirs.release("c1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_waits_for_a_claims_look_that_is_starting_a_channel(
+    gateway, redis, key_prefix, monkeypatch
+):
+    import attrs
+    from twisted.internet.task import Clock
+
+    from junebug.manager import ChannelManager
+    from junebug.store.claims import ClaimStore
+    from junebug.store.redis import Keys
+
+    channel = await gateway.create(
+        {"type": "telnet", "config": {"twisted_endpoint": "tcp:0:interface=127.0.0.1"}}
+    )
+    clock = Clock()
+    backends = attrs.evolve(gateway.backends, clock=clock)
+    manager = ChannelManager(backends, claims=ClaimStore(redis, Keys(key_prefix), "host-b:1"))
+    gate, starting = Deferred(), Deferred()
+    start = manager._start
+
+    async def slow_start(channel):
+        starting.callback(None)
+        await gate
+        await start(channel)
+
+    monkeypatch.setattr(manager, "_start", slow_start)
+    manager.keep_claims(interval=10)
+    clock.advance(10)
+    await within(starting)  # the look found the unclaimed channel and is starting it
+    stopped = Deferred.fromCoroutine(manager.stop_all())
+    assert not stopped.called
+    gate.callback(None)
+    await within(stopped)
+    assert manager.running == {}  # started by the look, then stopped: nothing left running
+    assert await ClaimStore(redis, Keys(key_prefix), "x").owner(channel.id) is None

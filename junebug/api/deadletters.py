@@ -80,7 +80,13 @@ PAGE_QUERY = (
 def register(api: Any) -> None:
     async def channel(channel_id: str) -> tuple[str, Callable[[str], None]]:
         found = await api.manager.get(channel_id)
-        return found.id, found.log.info
+
+        def note(text: str) -> None:
+            found.log.info(text)
+            if api.manager.running.get(found.id) is not found:
+                found.close_log()  # a channel running elsewhere: its log was opened for this
+
+        return found.id, note
 
     async def destination(router_id: str, destination_id: str) -> tuple[str, Callable[[str], None]]:
         if api.routers is None:
@@ -100,8 +106,16 @@ def register(api: Any) -> None:
 
         return destination_id, note
 
-    _register(api, PATH, "a channel's", channel, "")
-    _register(api, DESTINATION_PATH, "a router destination's", destination, "_of_destination")
+    _register(api, PATH, "a channel's", channel, "", delete_errors=(404,))
+    # A Junebug without routers answers 400 to all three.
+    _register(
+        api,
+        DESTINATION_PATH,
+        "a router destination's",
+        destination,
+        "_of_destination",
+        delete_errors=(400, 404),
+    )
 
 
 def _register(
@@ -110,6 +124,8 @@ def _register(
     whose: str,
     owner: Callable[..., Awaitable[tuple[str, Callable[[str], None]]]],
     suffix: str,
+    *,
+    delete_errors: tuple[int, ...],
 ) -> None:
     """The three dead-letter routes under ``path`` for the owner ``owner`` finds (from
     the path's values): its id, and how to note something in its log."""
@@ -168,7 +184,7 @@ def _register(
         200,
         "dead letters deleted",
         DELETED,
-        errors=(404,),
+        errors=delete_errors,
         endpoint="delete_dead_letters" + suffix,
     )
     async def delete_dead_letters(request: Any, **ids: str) -> bytes:

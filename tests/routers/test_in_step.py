@@ -145,3 +145,87 @@ async def test_jb_keeps_its_routers_in_step_while_it_runs(tmp_path, key_prefix, 
     finally:
         await service.stop()
     assert not stepping.running
+
+
+@pytest_twisted.ensureDeferred
+async def test_stopping_waits_for_a_look_that_is_starting_a_router(rapi, other, monkeypatch):
+    from twisted.internet.defer import Deferred
+
+    channel_id, _ = await routed_channel(rapi, subcode(1))
+    router_id = await make_router(rapi, channel_id)
+    gate, starting = Deferred(), Deferred()
+    start = other._start
+
+    async def slow_start(*args: Any) -> None:
+        starting.callback(None)
+        await gate
+        await start(*args)
+
+    monkeypatch.setattr(other, "_start", slow_start)
+    clock = Clock()
+    other.keep_in_step(clock=clock)
+    clock.advance(manager_module.STEP_INTERVAL)
+    await starting  # the look is starting the router
+    stopped = Deferred.fromCoroutine(other.stop_all())
+    assert not stopped.called
+    gate.callback(None)
+    await stopped
+    assert other.running == {}  # started by the look, then stopped: nothing left running
+    assert router_id not in other._running_as
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_unreadable_router_does_not_keep_the_others_from_following(rapi, gateway, other):
+    channel_id, _ = await routed_channel(rapi, subcode(1))
+    router_id = await make_router(rapi, channel_id)
+    b = gateway.backends
+    await b.redis.sadd(b.keys("routers"), "0-broken")  # sorts first
+    await b.redis.set(b.keys("routers", "0-broken"), "{not json")
+    try:
+        await other.follow_store()
+        assert list(other.running) == [router_id]
+    finally:
+        await b.redis.srem(b.keys("routers"), "0-broken")
+        await b.redis.delete(b.keys("routers", "0-broken"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_lock_is_kept_once_a_change_is_done(rapi, routers):
+    channel_id, _ = await routed_channel(rapi, subcode(1))
+    router_id = await make_router(rapi, channel_id)
+    for _ in range(3):
+        code, _ = await rapi.delete("/routers/no-such-router")
+        assert code == 404
+    code, _ = await rapi.post("/routers/", {"type": "nope", "config": {}})
+    assert code == 400
+    code, _ = await rapi.delete(f"/routers/{router_id}")
+    assert code == 200
+    assert routers._locks == {}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_destination_deleted_elsewhere_is_cleaned_up_here_too(
+    rapi, receiver, other, monkeypatch
+):
+    channel_id, _ = await routed_channel(rapi, subcode(1))
+    router_id = await make_router(rapi, channel_id)
+    kept = await make_destination(rapi, router_id, {"regular_expression": "a"})
+    dropped = await make_destination(rapi, router_id, {"regular_expression": "b"})
+    await other.follow_store()
+    forgotten = []
+    forget = other._forget_destination
+
+    async def recording(destination_id: str) -> None:
+        forgotten.append(destination_id)
+        await forget(destination_id)
+
+    monkeypatch.setattr(other, "_forget_destination", recording)
+    code, _ = await rapi.delete(f"/routers/{router_id}/destinations/{dropped}")
+    assert code == 200
+    await other.follow_store()
+    assert forgotten == [dropped]
+    assert list(other.running[router_id].destinations) == [kept]
+    code, _ = await rapi.delete(f"/routers/{router_id}")
+    assert code == 200
+    await other.follow_store()
+    assert forgotten == [dropped, kept] and other.running == {}
