@@ -51,8 +51,6 @@ from typing import Any
 import psutil
 from twisted.internet import reactor, task
 from twisted.internet.defer import Deferred
-from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,6 +60,7 @@ from _common import (  # noqa: E402 - after the path set-up above
     HttpClient,
     JbProcess,
     bounded,
+    json_post_server,
     machine_info,
     now,
     sleep,
@@ -84,19 +83,6 @@ class PhaseError(Exception):
 # -- the application's event_url ------------------------------------------------------------
 
 
-class _EventResource(Resource):
-    isLeaf = True
-
-    def __init__(self, events: EventReceiver) -> None:
-        super().__init__()
-        self.events = events
-
-    def render_POST(self, request: Any) -> bytes:
-        self.events.handle(request.content.read())
-        request.setHeader(b"Content-Type", b"application/json")
-        return b"{}"
-
-
 class EventReceiver:
     """Answers 200 at once; counts each (message_id, event_type) and notes when the last
     message became complete (both of its WANTED events arrived)."""
@@ -109,10 +95,9 @@ class EventReceiver:
         self.port: Any = None
 
     def start(self) -> EventReceiver:
-        site = Site(_EventResource(self))
-        site.noisy = False
-        site.log = lambda request: None
-        self.port = reactor.listenTCP(0, site, interface=HOST, backlog=1024)
+        self.port = reactor.listenTCP(
+            0, json_post_server(self.handle), interface=HOST, backlog=1024
+        )
         return self
 
     def url(self) -> str:
