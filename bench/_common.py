@@ -403,16 +403,16 @@ class HttpClient:
         await self.poster.close()
 
 
-def json_post_server(handle: Callable[[bytes], None]) -> Any:
+def json_post_server(handle: Callable[[bytes], bytes | None], status: bytes = b"200 OK") -> Any:
     """A Twisted factory for an HTTP/1.1 server that gives every request's body to
-    ``handle`` and answers 200 ``{}`` on the same (kept-alive) connection: the
-    application's side of a benchmark, parsed by httptools (C) so that it costs this
-    process little (twisted.web: ~165 µs of CPU per request; this: ~30,
-    ``bench/floors.py``)."""
+    ``handle`` and answers ``status`` with what it returns (``{}`` for None) on the same
+    (kept-alive) connection: the application's side of a benchmark, parsed by
+    httptools (C) so that it costs this process little (twisted.web: ~165 µs of CPU per
+    request; this: ~30, ``bench/floors.py``, whose httptools row is this server)."""
     import httptools
     from twisted.internet.protocol import Factory, Protocol
 
-    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    head = b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
 
     class JsonPostServer(Protocol):
         def connectionMade(self) -> None:
@@ -424,8 +424,10 @@ def json_post_server(handle: Callable[[bytes], None]) -> Any:
 
         def on_message_complete(self) -> None:
             body, self.body = b"".join(self.body), []
-            handle(body)
-            self.transport.write(answer)
+            out = handle(body)
+            if out is None:
+                out = b"{}"
+            self.transport.write(b"%s%d\r\n\r\n%s" % (head, len(out), out))
 
         def dataReceived(self, data: bytes) -> None:
             try:

@@ -13,8 +13,7 @@ of Junebug around it:
   ``CallbackPoster``, and an ``h11`` protocol; the receiver is nginx when it is
   installed (C), otherwise the h11 server in its own process;
 - both again with ``httptools`` (C bindings to llhttp, the fastest HTTP parser Python
-  can use from Twisted), when it is installed (``pip install httptools``; not a project
-  dependency);
+  can use from Twisted; a project dependency, which jb's callback client parses with);
 - a Redis command (16 in flight) against 127.0.0.1:6379 through txredisapi with its own
   (Python) reply parser, through txredisapi with hiredis's, and through junebug's
   connection (``store.redis.connect``: hiredis, commands built in one join, sent
@@ -50,7 +49,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import HOST, free_port, machine_info  # noqa: E402
+from _common import HOST, free_port, json_post_server, machine_info  # noqa: E402
 
 #: The body an application sends to ``POST /channels/{id}/messages/``.
 API_BODY = b'{"to": "+27123456789", "content": "hello world", "event_url": "http://127.0.0.1:9/e"}'
@@ -72,6 +71,26 @@ OPTIONAL = {"h11": "h11", "httptools": "httptools"}
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+async def print_in_flight_cost(one: Any, count: int) -> None:
+    """Run ``one()`` 200 times to warm up, then ``count`` times (rounded down to a
+    multiple of IN_FLIGHT) with IN_FLIGHT at a time; print CPU µs per call and calls per
+    second as JSON (what the conductor reads)."""
+    from twisted.internet import defer
+
+    async def worker(n: int) -> None:
+        for _ in range(n):
+            await one()
+
+    await worker(200)
+    started, cpu = time.perf_counter(), cpu_seconds()
+    await defer.gatherResults(
+        [defer.Deferred.fromCoroutine(worker(count // IN_FLIGHT)) for _ in range(IN_FLIGHT)]
+    )
+    cpu, wall = cpu_seconds() - cpu, time.perf_counter() - started
+    done = count // IN_FLIGHT * IN_FLIGHT
+    print(json.dumps({"cpu_us": cpu / done * 1e6, "per_second": done / wall}), flush=True)
 
 
 def serve(kind: str, port: int) -> None:
@@ -116,29 +135,7 @@ def serve(kind: str, port: int) -> None:
 
         factory = Factory.forProtocol(H11Server)
     elif kind == "httptools":
-        import httptools
-        from twisted.internet.protocol import Factory, Protocol
-
-        class HttptoolsServer(Protocol):
-            def connectionMade(self) -> None:
-                self.parser = httptools.HttpRequestParser(self)
-                self.body: list[bytes] = []
-
-            def on_body(self, body: bytes) -> None:
-                self.body.append(body)
-
-            def on_message_complete(self) -> None:
-                out = answer(b"".join(self.body))
-                self.body = []
-                self.transport.write(
-                    b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\n\r\n%s" % (len(out), out)
-                )
-
-            def dataReceived(self, data: bytes) -> None:
-                self.parser.feed_data(data)
-
-        factory = Factory.forProtocol(HttptoolsServer)
+        factory = json_post_server(answer, status=b"201 Created")
     else:
         from twisted.web.server import Site
 
@@ -211,20 +208,12 @@ def post_many(kind: str, url: str, count: int) -> None:
 
             close = poster.close
 
-        async def worker(n: int) -> None:
-            for _ in range(n):
-                status = await post()
-                if not 200 <= status < 300:
-                    raise RuntimeError(f"{kind}: answered {status}")
+        async def one() -> None:
+            status = await post()
+            if not 200 <= status < 300:
+                raise RuntimeError(f"{kind}: answered {status}")
 
-        await worker(200)
-        started, cpu = time.perf_counter(), cpu_seconds()
-        await defer.gatherResults(
-            [defer.Deferred.fromCoroutine(worker(count // IN_FLIGHT)) for _ in range(IN_FLIGHT)]
-        )
-        cpu, wall = cpu_seconds() - cpu, time.perf_counter() - started
-        done = count // IN_FLIGHT * IN_FLIGHT
-        print(json.dumps({"cpu_us": cpu / done * 1e6, "per_second": done / wall}), flush=True)
+        await print_in_flight_cost(one, count)
         await close()
 
     task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
@@ -355,20 +344,12 @@ def redis_commands(kind: str, count: int) -> None:
             redis = await txredisapi.Connection("127.0.0.1", 6379, reconnect=False)
         key = f"junebug-bench-floors:{os.getpid()}"
 
-        async def worker(n: int) -> None:
-            for i in range(n):
-                await redis.set(key, i)
+        async def one() -> None:
+            await redis.set(key, 1)
 
-        await worker(200)
-        started, cpu = time.perf_counter(), cpu_seconds()
-        await defer.gatherResults(
-            [defer.Deferred.fromCoroutine(worker(count // IN_FLIGHT)) for _ in range(IN_FLIGHT)]
-        )
-        cpu, wall = cpu_seconds() - cpu, time.perf_counter() - started
-        done = count // IN_FLIGHT * IN_FLIGHT
+        await print_in_flight_cost(one, count)
         await redis.delete(key)
         await redis.disconnect()
-        print(json.dumps({"cpu_us": cpu / done * 1e6, "per_second": done / wall}), flush=True)
 
     task.react(lambda reactor: defer.Deferred.fromCoroutine(run(reactor)))
 
