@@ -46,7 +46,7 @@ class ChannelManager:
         #: Channels seen running in another process: id -> that process.
         self.elsewhere: dict[str, str] = {}
         self._keeping: Any = None
-        self._keep_step: Deferred | None = None
+        self._kept: Deferred | None = None
         self._locks: dict[str, DeferredLock] = {}
 
     def _lock(self, channel_id: str) -> DeferredLock:
@@ -226,13 +226,10 @@ class ChannelManager:
             return
         from twisted.internet.task import LoopingCall
 
-        def keep() -> Deferred:
-            self._keep_step = Deferred.fromCoroutine(self._keep_claims())
-            return self._keep_step
-
-        self._keeping = LoopingCall(keep)
+        self._keeping = LoopingCall(lambda: Deferred.fromCoroutine(self._keep_claims()))
         self._keeping.clock = self.backends.clock
-        self._keeping.start(interval or self.claims.ttl / 3, now=False)
+        # Fires once stopped and any look in progress has ended.
+        self._kept = self._keeping.start(interval or self.claims.ttl / 3, now=False)
 
     async def _keep_claims(self) -> None:
         try:
@@ -251,9 +248,7 @@ class ChannelManager:
     async def stop_all(self) -> None:
         if self._keeping is not None and self._keeping.running:
             self._keeping.stop()
-        step, self._keep_step = self._keep_step, None
-        if step is not None and not step.called:
-            await step  # a look in progress may be starting a channel: let it finish first
+            await self._kept  # a look in progress may be starting a channel: let it finish
         for channel in list(self.running.values()):
             await self._stop(channel)
             channel.close_log()

@@ -66,7 +66,7 @@ class RouterManager:
         self._failed_as: dict[str, str] = {}
         self._locks: dict[str, DeferredLock] = {}
         self._stepping: Any = None
-        self._step: Deferred | None = None
+        self._stepped: Deferred | None = None
         guards = getattr(channels, "guards", None)
         if guards is not None:
             guards.append(self.guard_channel)
@@ -406,21 +406,16 @@ class RouterManager:
             except Exception as exc:  # noqa: BLE001 - Redis away: try again next time
                 log.info("Could not read the stored routers: {error}", error=exc)
 
-        def start_step() -> Deferred:
-            self._step = Deferred.fromCoroutine(step())
-            return self._step
-
-        self._stepping = LoopingCall(start_step)
+        self._stepping = LoopingCall(lambda: Deferred.fromCoroutine(step()))
         self._stepping.clock = clock or self.backends.clock
-        self._stepping.start(interval, now=False)
+        # Fires once stopped and any look in progress has ended.
+        self._stepped = self._stepping.start(interval, now=False)
 
     async def stop_all(self) -> None:
         if self._stepping is not None and self._stepping.running:
             self._stepping.stop()
+            await self._stepped  # a look in progress may be starting a router: let it finish
         self._stepping = None
-        step, self._step = self._step, None
-        if step is not None and not step.called:
-            await step  # a look in progress may be starting a router: let it finish first
         for router_id in list(self.running):
             await self._stop(router_id)
 
