@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from junebug.api.errors import (
@@ -19,6 +19,7 @@ from junebug.api.errors import (
 from junebug.api.urls import CALLBACK_URL_FIELDS, url_problem
 from junebug.bus.base import channel_keys
 from junebug.channel import Channel
+from junebug.keyed_lock import KeyedLock
 from junebug.store.claims import ClaimedElsewhere
 from junebug.store.queues import QueueStore
 from junebug.transports.common import coerce_numbers
@@ -47,15 +48,9 @@ class ChannelManager:
         self.elsewhere: dict[str, str] = {}
         self._keeping: Any = None
         self._kept: Deferred | None = None
-        self._locks: dict[str, DeferredLock] = {}
-
-    def _lock(self, channel_id: str) -> DeferredLock:
-        """Changes to one channel happen one at a time: two overlapping restarts would
-        otherwise each start a transport, and one would run untracked."""
-        lock = self._locks.get(channel_id)
-        if lock is None:
-            lock = self._locks[channel_id] = DeferredLock()
-        return lock
+        #: Changes to one channel happen one at a time: two overlapping restarts would
+        #: otherwise each start a transport, and one would run untracked.
+        self._lock = KeyedLock()
 
     # -- validation -------------------------------------------------------------------
 

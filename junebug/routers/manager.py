@@ -14,17 +14,16 @@ through one process's API is started, restarted or stopped in the others.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredLock
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from junebug.api.errors import ApiUsageError
 from junebug.bus.base import channel_keys
+from junebug.keyed_lock import KeyedLock
 from junebug.routers.base import (
     DestinationNotFound,
     InvalidRouterConfig,
@@ -64,29 +63,14 @@ class RouterManager:
         #: whose failure to start was logged (not logged again for the same settings).
         self._running_as: dict[str, str] = {}
         self._failed_as: dict[str, str] = {}
-        self._locks: dict[str, DeferredLock] = {}
+        #: Changes to one router happen one at a time: a look at the stored routers
+        #: between an API change's restart and its save would undo the change.
+        self._lock = KeyedLock()
         self._stepping: Any = None
         self._stepped: Deferred | None = None
         guards = getattr(channels, "guards", None)
         if guards is not None:
             guards.append(self.guard_channel)
-
-    @contextlib.asynccontextmanager
-    async def _lock(self, router_id: str) -> AsyncIterator[None]:
-        """Changes to one router happen one at a time: a look at the stored routers
-        between an API change's restart and its save would undo the change. A lock
-        nobody holds or waits for is dropped (ids come from clients: unknown ones,
-        deleted routers)."""
-        lock = self._locks.get(router_id)
-        if lock is None:
-            lock = self._locks[router_id] = DeferredLock()
-        await lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()  # to the next waiter, if any
-            if not lock.locked and self._locks.get(router_id) is lock:
-                del self._locks[router_id]
 
     # -- lookups ----------------------------------------------------------------------
 

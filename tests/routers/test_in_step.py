@@ -200,7 +200,7 @@ async def test_no_lock_is_kept_once_a_change_is_done(rapi, routers):
     assert code == 400
     code, _ = await rapi.delete(f"/routers/{router_id}")
     assert code == 200
-    assert routers._locks == {}
+    assert len(routers._lock) == 0
 
 
 @pytest_twisted.ensureDeferred
