@@ -158,8 +158,10 @@ class MessageIdStore:
     async def expire(self, normalised_id: str, message_id: str, ttl: int, parts_ttl: int) -> None:
         """Shorten how long an id (``ttl``) and the part states of its message
         (``parts_ttl``) are kept, after the final receipt."""
-        await self.redis.expire(self._remote_key(normalised_id), ttl)
-        await self.redis.expire(self._parts_key(message_id), parts_ttl)
+        await together(
+            self.redis.expire(self._remote_key(normalised_id), ttl),
+            self.redis.expire(self._parts_key(message_id), parts_ttl),
+        )
 
     async def part_receipt(self, message_id: str, normalised_id: str, status: str) -> PartsOutcome:
         """Record the receipt of one part of a message sent in parts (``find_receipt``
