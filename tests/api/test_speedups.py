@@ -29,12 +29,10 @@ TWISTED_PARSER = getattr(http._parseContentType, "__wrapped__", http._parseConte
 
 
 @pytest.fixture
-def twisted_parser():
+def twisted_parser(monkeypatch):
     """Twisted's parser in place at the start; whatever was in place is put back after."""
-    before = http._parseContentType
-    http._parseContentType = TWISTED_PARSER
-    yield TWISTED_PARSER
-    http._parseContentType = before
+    monkeypatch.setattr(http, "_parseContentType", TWISTED_PARSER)
+    return TWISTED_PARSER
 
 
 def outcome(parse, value: bytes):
@@ -189,12 +187,10 @@ TWISTED_DATE = getattr(server.datetimeToString, "__wrapped__", server.datetimeTo
 
 
 @pytest.fixture
-def twisted_date():
+def twisted_date(monkeypatch):
     """Twisted's datetimeToString in place at the start; what was there is put back after."""
-    before = server.datetimeToString
-    server.datetimeToString = TWISTED_DATE
-    yield TWISTED_DATE
-    server.datetimeToString = before
+    monkeypatch.setattr(server, "datetimeToString", TWISTED_DATE)
+    return TWISTED_DATE
 
 
 @settings(max_examples=300, deadline=None)

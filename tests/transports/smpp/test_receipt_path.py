@@ -153,7 +153,7 @@ async def ttl(redis: Any, key: str) -> int:
 async def test_single_part_ack_and_receipt_take_one_round_trip_each(wire_factory, redis):
     wire = wire_factory()
     message, sending = wire.send("hello")
-    (submit,) = [p for p in wire.written() if p.command == "submit_sm"]
+    (submit,) = wire.submits()
     wire.receive(smpp.make_response(submit, message_id="00001A2B"))
     await sending
     assert wire.redis.take() == ["setex"]
@@ -179,7 +179,7 @@ async def test_single_part_ack_and_receipt_take_one_round_trip_each(wire_factory
 async def test_a_pending_receipt_leaves_the_ttl_alone(wire_factory, redis):
     wire = wire_factory()
     message, sending = wire.send("hello")
-    (submit,) = [p for p in wire.written() if p.command == "submit_sm"]
+    (submit,) = wire.submits()
     wire.receive(smpp.make_response(submit, message_id="abc"))
     await sending
     wire.receive(wire.receipt("abc", "ENROUTE"))
@@ -211,7 +211,7 @@ async def test_a_receipt_for_an_unknown_id_is_held_and_leaves_nothing_in_redis(
 async def test_a_receipt_before_its_submit_sm_resp_is_held_then_matched(wire_factory, redis):
     wire = wire_factory()
     message, sending = wire.send("hello")
-    (submit,) = [p for p in wire.written() if p.command == "submit_sm"]
+    (submit,) = wire.submits()
     wire.receive(wire.receipt("77"))  # overtakes the submit_sm_resp
     await wire.settle()
     assert len(wire.channel.held) == 1
@@ -231,7 +231,7 @@ async def test_a_receipt_while_the_ack_is_published_is_reported_after_it(wire_fa
     wire = wire_factory()
     wire.bus.gate = Deferred()
     message, sending = wire.send("hello")
-    (submit,) = [p for p in wire.written() if p.command == "submit_sm"]
+    (submit,) = wire.submits()
     wire.receive(smpp.make_response(submit, message_id="5150"))
     await redis.ping()  # answered after the SETEX: the ack now waits for the bus
     assert message["message_id"] in wire.channel.outgoing
@@ -262,7 +262,7 @@ async def test_multipart_ack_aggregates_and_receipts_report_once(wire_factory, r
     text = "".join(f"{i:03d} " for i in range(100))  # 400 characters: 3 parts
     message, sending = wire.send(text)
     await redis.ping()  # answered after the reference's INCR
-    submits = [p for p in wire.written() if p.command == "submit_sm"]
+    submits = wire.submits()
     assert len(submits) == 3
     for number, submit in enumerate(submits):
         wire.receive(smpp.make_response(submit, message_id=f"p{number}"))
@@ -295,7 +295,7 @@ async def test_multipart_ack_aggregates_and_receipts_report_once(wire_factory, r
 async def test_a_single_part_message_on_a_udh_channel_takes_no_reference(wire_factory, redis):
     wire = wire_factory(submit_short_message_processor_config={"send_multipart_udh": True})
     _, sending = wire.send("short")
-    (submit,) = [p for p in wire.written() if p.command == "submit_sm"]
+    (submit,) = wire.submits()
     assert submit.params["esm_class"] == 0
     wire.receive(smpp.make_response(submit, message_id="s1"))
     await sending
@@ -303,7 +303,7 @@ async def test_a_single_part_message_on_a_udh_channel_takes_no_reference(wire_fa
     assert await redis.get(f"{wire.prefix}multipart_reference") is None
     _, sending = wire.send("x" * 200)
     await redis.ping()  # answered after the reference's INCR
-    parts = [p for p in wire.written() if p.command == "submit_sm"]
+    parts = wire.submits()
     assert [p.params["short_message"][:6] for p in parts] == [
         bytes([5, 0, 3, 1, 2, 1]),
         bytes([5, 0, 3, 1, 2, 2]),
@@ -495,7 +495,7 @@ async def test_submit_sm_is_encoded_once_and_written_as_before(
     before = len(encoded)
     wire.transport.loseConnection()
     wire.connect()
-    resent = [p for p in wire.written() if p.command == "submit_sm"]
+    resent = wire.submits()
     assert len(encoded) == before
     assert len(resent) == len(submissions)
     for pdu, submission in zip(resent, submissions, strict=True):
@@ -539,7 +539,7 @@ async def test_pdus_are_not_described_without_wire_logging(wire_factory, monkeyp
     monkeypatch.setattr(smpp_protocol, "describe_pdu", refuse)
     wire = wire_factory()
     _, sending = wire.send("hello")
-    (submit,) = [p for p in wire.written() if p.command == "submit_sm"]
+    (submit,) = wire.submits()
     wire.receive(smpp.make_response(submit, message_id="d1"))
     await sending
     wire.receive(wire.receipt("d1"))
@@ -552,7 +552,7 @@ async def test_wire_logging_describes_the_submit_sm_as_sent(wire_factory):
     wire = wire_factory()
     wire.log.wire_logging = True
     wire.send("hello")
-    (submit,) = [p for p in wire.written() if p.command == "submit_sm"]
+    (submit,) = wire.submits()
     wire.receive(smpp.make_response(submit, message_id="w1"))
     with open(wire.log.path, encoding="utf-8") as handle:
         lines = [json.loads(line) for line in handle if line.strip()]
